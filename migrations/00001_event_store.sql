@@ -1,0 +1,6 @@
+-- +goose Up
+-- Placeholder replaced by the event store migration.
+SELECT 1;
+
+-- +goose Down
+SELECT 1;
