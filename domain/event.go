@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"reflect"
 	"sort"
 )
@@ -124,6 +125,9 @@ func (r *Registry) Decode(eventType string, data []byte) (Event, error) {
 			dec.DisallowUnknownFields()
 			if err := dec.Decode(ptr.Interface()); err != nil {
 				return nil, fmt.Errorf("decode %q: %w", name, err)
+			}
+			if _, err := dec.Token(); err != io.EOF {
+				return nil, fmt.Errorf("decode %q: data after the JSON object", name)
 			}
 			return ptr.Elem().Interface().(Event), nil
 		}
