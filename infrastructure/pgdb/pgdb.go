@@ -122,13 +122,55 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) error
 	return nil
 }
 
-func migrateOwn(ctx context.Context, db *sql.DB, logger *slog.Logger) error {
-	provider, err := goose.NewProvider(goose.DialectPostgres, db, migrations.FS,
+// ErrSchemaOutdated is returned by CheckSchema when migrations are pending.
+var ErrSchemaOutdated = errors.New("database schema is not up to date; run the migrate command")
+
+// CheckSchema returns nil when every migration (ours and River's) is
+// applied, and an error wrapping ErrSchemaOutdated otherwise. It changes
+// nothing.
+func CheckSchema(ctx context.Context, pool *pgxpool.Pool) error {
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	provider, err := newProvider(db)
+	if err != nil {
+		return err
+	}
+	pending, err := provider.HasPending(ctx)
+	if err != nil {
+		return fmt.Errorf("check migrations: %w", err)
+	}
+	if pending {
+		return fmt.Errorf("%w: service migrations pending", ErrSchemaOutdated)
+	}
+	migrator, err := rivermigrate.New(riverpgxv5.New(pool), nil)
+	if err != nil {
+		return fmt.Errorf("check river migrations: %w", err)
+	}
+	res, err := migrator.Validate(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("check river migrations: %w", err)
+	}
+	if !res.OK {
+		return fmt.Errorf("%w: river: %s", ErrSchemaOutdated, strings.Join(res.Messages, "; "))
+	}
+	return nil
+}
+
+func newProvider(db *sql.DB) (*goose.Provider, error) {
+	p, err := goose.NewProvider(goose.DialectPostgres, db, migrations.FS,
 		goose.WithDisableGlobalRegistry(true),
 		goose.WithTableName("schema_migrations"),
 	)
 	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
+		return nil, fmt.Errorf("migrations: %w", err)
+	}
+	return p, nil
+}
+
+func migrateOwn(ctx context.Context, db *sql.DB, logger *slog.Logger) error {
+	provider, err := newProvider(db)
+	if err != nil {
+		return err
 	}
 	results, err := provider.Up(ctx)
 	if err != nil {

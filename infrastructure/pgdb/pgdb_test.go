@@ -2,6 +2,7 @@ package pgdb_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"testing"
 
@@ -23,5 +24,21 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	}
 	if n == 0 {
 		t.Fatal("no river migrations recorded")
+	}
+	if err := pgdb.CheckSchema(ctx, pool); err != nil {
+		t.Fatalf("schema of a migrated database: %v", err)
+	}
+}
+
+func TestCheckSchemaReportsPendingMigrations(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.NewPool(t)
+	ctx := context.Background()
+	// Forget the newest migration, as if the binary were newer than the database.
+	if _, err := pool.Exec(ctx, "DELETE FROM schema_migrations WHERE version_id = (SELECT max(version_id) FROM schema_migrations)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := pgdb.CheckSchema(ctx, pool); !errors.Is(err, pgdb.ErrSchemaOutdated) {
+		t.Fatalf("CheckSchema = %v; want ErrSchemaOutdated", err)
 	}
 }
