@@ -1,0 +1,426 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+)
+
+// mapLookup reads variables from m, as the tests' environment.
+func mapLookup(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		v, ok := m[k]
+		return v, ok
+	}
+}
+
+func mustLoad(t *testing.T, vars map[string]string) Config {
+	t.Helper()
+	cfg, err := LoadConfig(mapLookup(vars))
+	if err != nil {
+		t.Fatalf("LoadConfig: %v", err)
+	}
+	return cfg
+}
+
+// configErrorVars returns the variables named by a *ConfigError.
+func configErrorVars(t *testing.T, err error) []string {
+	t.Helper()
+	var ce *ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatalf("error %v (%T) is not a *ConfigError", err, err)
+	}
+	return ce.Vars()
+}
+
+func TestLoadConfigDefaults(t *testing.T) {
+	cfg := mustLoad(t, nil)
+	want := Config{
+		Environment:         "development",
+		LogLevel:            "info",
+		LogFormat:           "text",
+		HTTPAddr:            "127.0.0.1:8080",
+		PublicURL:           "http://127.0.0.1:8080",
+		HTTPShutdownTimeout: 20 * time.Second,
+		DatabaseURL:         "postgres://postgres@127.0.0.1:5432/cml_cloud_manager?sslmode=disable",
+		DatabaseMaxConns:    20,
+		MigrateOnStart:      true,
+		RunAPI:              true,
+		RunProjections:      true,
+		Cloud:               "simulated",
+		AWSRegions:          StringList{"us-east-1"},
+		Worker: WorkerDefaults{
+			AMIName:      "cisco-cml2.9-lablet-v0.1.7",
+			InstanceType: "m5zn.metal",
+		},
+		Idle: IdleDefaults{DetectionEnabled: true, Timeout: 60 * time.Minute, Snooze: 60 * time.Minute},
+		Intervals: PollIntervals{
+			FleetReconcile: 60 * time.Second,
+			FleetMetrics:   300 * time.Second,
+			LabsSync:       1800 * time.Second,
+			IdleCheck:      300 * time.Second,
+		},
+		AuthMode: "local",
+	}
+	if !reflect.DeepEqual(cfg, want) {
+		t.Fatalf("defaults:\n got %+v\nwant %+v", cfg, want)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("defaults do not validate: %v", err)
+	}
+	if got := cfg.EventStoreKind(); got != EventStorePostgres {
+		t.Fatalf("EventStoreKind=%q, want postgres", got)
+	}
+}
+
+func TestLoadConfigEmptyMeansDefault(t *testing.T) {
+	cfg := mustLoad(t, map[string]string{"LOG_LEVEL": "", "IDLE_TIMEOUT": "", "RUN_API": ""})
+	if cfg.LogLevel != "info" || cfg.Idle.Timeout != time.Hour || !cfg.RunAPI {
+		t.Fatalf("empty values did not fall back to defaults: %+v", cfg)
+	}
+}
+
+func TestLoadConfigEveryVariable(t *testing.T) {
+	tests := []struct {
+		name  string // the variable
+		value string
+		got   func(Config) any
+		want  any
+	}{
+		{"ENVIRONMENT", "production", func(c Config) any { return c.Environment }, "production"},
+		{"LOG_LEVEL", "debug", func(c Config) any { return c.LogLevel }, "debug"},
+		{"LOG_FORMAT", "json", func(c Config) any { return c.LogFormat }, "json"},
+		{"HTTP_ADDR", ":9090", func(c Config) any { return c.HTTPAddr }, ":9090"},
+		{"PUBLIC_URL", "https://cml.example.com", func(c Config) any { return c.PublicURL }, "https://cml.example.com"},
+		{"HTTP_SHUTDOWN_TIMEOUT", "45s", func(c Config) any { return c.HTTPShutdownTimeout }, 45 * time.Second},
+		{"DATABASE_URL", "postgres://app:pw@db:5432/cmlcm", func(c Config) any { return c.DatabaseURL }, "postgres://app:pw@db:5432/cmlcm"},
+		{"DATABASE_MAX_CONNS", "7", func(c Config) any { return c.DatabaseMaxConns }, int32(7)},
+		{"EVENTSTORE_URL", "esdb://esdb:2113?tls=false", func(c Config) any { return c.EventStoreURL }, "esdb://esdb:2113?tls=false"},
+		{"MIGRATE_ON_START", "false", func(c Config) any { return c.MigrateOnStart }, false},
+		{"RUN_API", "false", func(c Config) any { return c.RunAPI }, false},
+		{"RUN_PROJECTIONS", "0", func(c Config) any { return c.RunProjections }, false},
+		{"CLOUD", "aws", func(c Config) any { return c.Cloud }, "aws"},
+		{"AWS_REGIONS", " us-east-1, eu-west-1 ,", func(c Config) any { return c.AWSRegions }, StringList{"us-east-1", "eu-west-1"}},
+		{"WORKER_AMI_IDS", "us-east-1=ami-0123456789abcdef0, eu-west-1 = ami-01234567", func(c Config) any { return c.Worker.AMIIDs },
+			StringMap{"us-east-1": "ami-0123456789abcdef0", "eu-west-1": "ami-01234567"}},
+		{"WORKER_AMI_NAME", "cisco-cml2.8-*", func(c Config) any { return c.Worker.AMIName }, "cisco-cml2.8-*"},
+		{"WORKER_INSTANCE_TYPE", "c5.metal", func(c Config) any { return c.Worker.InstanceType }, "c5.metal"},
+		{"WORKER_SUBNET_ID", "subnet-0abc1234", func(c Config) any { return c.Worker.SubnetID }, "subnet-0abc1234"},
+		{"WORKER_SECURITY_GROUP_IDS", "sg-0abc1234,sg-0def5678", func(c Config) any { return c.Worker.SecurityGroupIDs }, StringList{"sg-0abc1234", "sg-0def5678"}},
+		{"WORKER_KEY_NAME", "lab-key", func(c Config) any { return c.Worker.KeyName }, "lab-key"},
+		{"WORKER_DEFAULT_TAGS", "team=netops,cost-center=42,empty=", func(c Config) any { return c.Worker.DefaultTags },
+			StringMap{"team": "netops", "cost-center": "42", "empty": ""}},
+		{"IDLE_DETECTION_ENABLED", "false", func(c Config) any { return c.Idle.DetectionEnabled }, false},
+		{"IDLE_TIMEOUT", "90m", func(c Config) any { return c.Idle.Timeout }, 90 * time.Minute},
+		{"IDLE_SNOOZE", "2h", func(c Config) any { return c.Idle.Snooze }, 2 * time.Hour},
+		{"FLEET_RECONCILE_INTERVAL", "30s", func(c Config) any { return c.Intervals.FleetReconcile }, 30 * time.Second},
+		{"FLEET_METRICS_INTERVAL", "10m", func(c Config) any { return c.Intervals.FleetMetrics }, 10 * time.Minute},
+		{"LABS_SYNC_INTERVAL", "1h", func(c Config) any { return c.Intervals.LabsSync }, time.Hour},
+		{"IDLE_CHECK_INTERVAL", "2m30s", func(c Config) any { return c.Intervals.IdleCheck }, 150 * time.Second},
+		{"AUTH_MODE", "oidc", func(c Config) any { return c.AuthMode }, "oidc"},
+	}
+
+	// The table must cover every variable Config declares.
+	params, err := env.GetFieldParams(&Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var declared, tested []string
+	for _, p := range params {
+		declared = append(declared, p.Key)
+	}
+	for _, tt := range tests {
+		tested = append(tested, tt.name)
+	}
+	slices.Sort(declared)
+	slices.Sort(tested)
+	if !slices.Equal(declared, tested) {
+		t.Fatalf("table covers %v,\nConfig declares %v", tested, declared)
+	}
+
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := mustLoad(t, map[string]string{tt.name: tt.value})
+			if got := tt.got(cfg); !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("%s=%q: got %#v, want %#v", tt.name, tt.value, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDefaultsParse(t *testing.T) {
+	// parseProblems relies on this: a field can only fail when its variable
+	// is set, never through its default.
+	params, err := env.GetFieldParams(&Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{}
+	for _, p := range params {
+		if p.HasDefaultValue {
+			vars[p.Key] = p.DefaultValue
+		}
+	}
+	if _, err := LoadConfig(mapLookup(vars)); err != nil {
+		t.Fatalf("defaults set explicitly do not parse: %v", err)
+	}
+}
+
+func TestTypedFieldNamesUnique(t *testing.T) {
+	// env reports parse errors by field name; parseProblems maps the name
+	// back to the variable, which is only exact while names are unique.
+	for name, keys := range fieldKeys(reflect.TypeFor[Config]()) {
+		if len(keys) > 1 {
+			t.Errorf("field name %s is used by %v; give the fields distinct names", name, keys)
+		}
+	}
+}
+
+func TestLoadConfigParseErrors(t *testing.T) {
+	_, err := LoadConfig(mapLookup(map[string]string{
+		"HTTP_SHUTDOWN_TIMEOUT": "20",
+		"DATABASE_MAX_CONNS":    "many",
+		"RUN_API":               "yes please",
+		"WORKER_DEFAULT_TAGS":   "team",
+		"WORKER_AMI_IDS":        "us-east-1=ami-01234567,us-east-1=ami-89abcdef",
+		"IDLE_TIMEOUT":          "soon",
+	}))
+	got := configErrorVars(t, err)
+	want := []string{"HTTP_SHUTDOWN_TIMEOUT", "DATABASE_MAX_CONNS", "RUN_API", "WORKER_AMI_IDS", "WORKER_DEFAULT_TAGS", "IDLE_TIMEOUT"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("problems name %v, want %v (in declaration order)\n%v", got, want, err)
+	}
+	for _, s := range []string{`"20" is not a duration`, `"many" is not a whole number`, `"yes please" is not a boolean`, `"team" is not key=value`, `key "us-east-1" appears twice`} {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("error lacks %q:\n%v", s, err)
+		}
+	}
+}
+
+func TestValidateReportsEveryProblem(t *testing.T) {
+	cfg := mustLoad(t, map[string]string{
+		"ENVIRONMENT":               "staging",
+		"LOG_LEVEL":                 "verbose",
+		"LOG_FORMAT":                "xml",
+		"HTTP_ADDR":                 "localhost",
+		"PUBLIC_URL":                "ftp://example.com",
+		"HTTP_SHUTDOWN_TIMEOUT":     "-1s",
+		"DATABASE_URL":              "postgres://db:notaport/x",
+		"DATABASE_MAX_CONNS":        "0",
+		"EVENTSTORE_URL":            "mongodb://db",
+		"CLOUD":                     "azure",
+		"AWS_REGIONS":               "us-east-1,moon-base-1,us-east-1",
+		"WORKER_AMI_IDS":            "us-east-1=ami-xyz,mars=ami-01234567",
+		"WORKER_AMI_NAME":           strings.Repeat("n", 129),
+		"WORKER_INSTANCE_TYPE":      "huge",
+		"WORKER_SUBNET_ID":          "sub-123",
+		"WORKER_SECURITY_GROUP_IDS": "sg-01234567,default",
+		"WORKER_KEY_NAME":           "key\x01",
+		"WORKER_DEFAULT_TAGS":       "aws:owner=x,Name=y,ManagedBy=z",
+		"IDLE_TIMEOUT":              "0s",
+		"IDLE_SNOOZE":               "-5m",
+		"FLEET_RECONCILE_INTERVAL":  "0s",
+		"FLEET_METRICS_INTERVAL":    "-1s",
+		"LABS_SYNC_INTERVAL":        "0s",
+		"IDLE_CHECK_INTERVAL":       "0s",
+		"AUTH_MODE":                 "ldap",
+	})
+	err := cfg.Validate()
+	got := configErrorVars(t, err)
+	for _, v := range []string{
+		"ENVIRONMENT", "LOG_LEVEL", "LOG_FORMAT", "HTTP_ADDR", "PUBLIC_URL", "HTTP_SHUTDOWN_TIMEOUT",
+		"DATABASE_URL", "DATABASE_MAX_CONNS", "EVENTSTORE_URL", "CLOUD", "AWS_REGIONS",
+		"WORKER_AMI_IDS", "WORKER_AMI_NAME", "WORKER_INSTANCE_TYPE", "WORKER_SUBNET_ID",
+		"WORKER_SECURITY_GROUP_IDS", "WORKER_KEY_NAME", "WORKER_DEFAULT_TAGS",
+		"IDLE_TIMEOUT", "IDLE_SNOOZE", "FLEET_RECONCILE_INTERVAL", "FLEET_METRICS_INTERVAL",
+		"LABS_SYNC_INTERVAL", "IDLE_CHECK_INTERVAL", "AUTH_MODE",
+	} {
+		if !slices.Contains(got, v) {
+			t.Errorf("no problem reported for %s", v)
+		}
+	}
+	msg := err.Error()
+	for _, s := range []string{
+		`"moon-base-1" does not look like an AWS region`,
+		`"us-east-1" is listed twice`,
+		`"ami-xyz" (for us-east-1)`,
+		`"mars" does not look like an AWS region`,
+		`"default" does not look like a security group id`,
+		`tag key "aws:owner" uses the reserved aws: prefix`,
+		`tag key "Name" is set by the service itself`,
+		`tag key "ManagedBy" is set by the service itself`,
+	} {
+		if !strings.Contains(msg, s) {
+			t.Errorf("error lacks %q", s)
+		}
+	}
+	if t.Failed() {
+		t.Log(err)
+	}
+}
+
+func TestValidateAccepts(t *testing.T) {
+	tests := map[string]map[string]string{
+		"GovRegionAndPattern": {"AWS_REGIONS": "us-gov-west-1,ap-southeast-4,cn-north-1", "WORKER_AMI_NAME": "cisco-cml2.*"},
+		"EmptyOptionalIDs":    {"WORKER_SUBNET_ID": "", "WORKER_SECURITY_GROUP_IDS": "", "WORKER_KEY_NAME": ""},
+		"ESDB":                {"EVENTSTORE_URL": "esdb://admin:changeit@node1:2113,node2:2113?tls=true"},
+		"ESDBDiscover":        {"EVENTSTORE_URL": "esdb+discover://cluster.example.com:2113"},
+		"KurrentDB":           {"EVENTSTORE_URL": "kurrentdb://localhost:2113?tls=false"},
+		"KeywordValueDSN":     {"DATABASE_URL": "host=127.0.0.1 user=postgres dbname=cmlcm sslmode=disable"},
+		"AnyInterface":        {"HTTP_ADDR": ":8080"},
+		"InstanceTypes":       {"WORKER_INSTANCE_TYPE": "c7i.metal-24xl"},
+		"ProductionHTTPS":     {"ENVIRONMENT": "production", "PUBLIC_URL": "https://cml.example.com/manager"},
+		"LongHexIDs":          {"WORKER_AMI_IDS": "eu-central-1=ami-0123456789abcdef0", "WORKER_SUBNET_ID": "subnet-0123456789abcdef0", "WORKER_SECURITY_GROUP_IDS": "sg-0123456789abcdef0"},
+	}
+	for name, vars := range tests {
+		t.Run(name, func(t *testing.T) {
+			if err := mustLoad(t, vars).Validate(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	if got := mustLoad(t, tests["ESDB"]).EventStoreKind(); got != EventStoreESDB {
+		t.Fatalf("EventStoreKind=%q, want esdb", got)
+	}
+}
+
+func TestValidateProduction(t *testing.T) {
+	err := mustLoad(t, map[string]string{"ENVIRONMENT": "production"}).Validate()
+	if got := configErrorVars(t, err); !slices.Equal(got, []string{"PUBLIC_URL"}) {
+		t.Fatalf("production with the default http PUBLIC_URL: problems %v, want [PUBLIC_URL]", got)
+	}
+}
+
+func TestLoadValidConfigMergesProblems(t *testing.T) {
+	_, err := LoadValidConfig(mapLookup(map[string]string{
+		"LOG_LEVEL":    "loud",
+		"IDLE_TIMEOUT": "forever", // fails to parse; must not also be reported as "must be positive"
+		"CLOUD":        "gcp",
+	}))
+	got := configErrorVars(t, err)
+	if want := []string{"LOG_LEVEL", "CLOUD", "IDLE_TIMEOUT"}; !slices.Equal(got, want) {
+		t.Fatalf("problems name %v, want %v\n%v", got, want, err)
+	}
+	if _, err := LoadValidConfig(mapLookup(nil)); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+}
+
+func TestConfigLogValueHidesPasswords(t *testing.T) {
+	cfg := mustLoad(t, map[string]string{
+		"DATABASE_URL":   "postgres://app:hunter2@db:5432/cmlcm?sslmode=require",
+		"EVENTSTORE_URL": "esdb://admin:changeit@node1:2113,node2:2113?tls=true",
+	})
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("config", slog.Any("config", cfg))
+	out := buf.String()
+	for _, secret := range []string{"hunter2", "changeit"} {
+		if strings.Contains(out, secret) {
+			t.Fatalf("log contains %q: %s", secret, out)
+		}
+	}
+	for _, s := range []string{"app:xxxxx@db", "admin:xxxxx@node1", `"auth_mode":"local"`} {
+		if !strings.Contains(out, s) {
+			t.Fatalf("log lacks %q: %s", s, out)
+		}
+	}
+	r := cfg.Redacted()
+	if strings.Contains(r.DatabaseURL, "hunter2") || strings.Contains(r.EventStoreURL, "changeit") {
+		t.Fatalf("Redacted: %s %s", r.DatabaseURL, r.EventStoreURL)
+	}
+	if cfg.DatabaseURL != "postgres://app:hunter2@db:5432/cmlcm?sslmode=require" {
+		t.Fatal("Redacted changed the original")
+	}
+	if got := redactConn("host=db user=app password=hunter2 dbname=x"); strings.Contains(got, "hunter2") {
+		t.Fatalf("keyword/value DSN not redacted: %s", got)
+	}
+}
+
+func TestEnvLookup(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, ".env")
+	if err := os.WriteFile(path, []byte("# dev settings\nLOG_LEVEL=debug\nCLOUD=aws\nexport AUTH_MODE=\"oidc\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	osEnv := map[string]string{"CLOUD": "simulated"}
+
+	t.Run("EnvironmentWins", func(t *testing.T) {
+		lookup, loaded, err := EnvLookup(path, mapLookup(osEnv))
+		if err != nil || !loaded {
+			t.Fatalf("loaded=%v err=%v", loaded, err)
+		}
+		cfg, err := LoadValidConfig(lookup)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.LogLevel != "debug" || cfg.Cloud != "simulated" || cfg.AuthMode != "oidc" {
+			t.Fatalf("got LOG_LEVEL=%s CLOUD=%s AUTH_MODE=%s", cfg.LogLevel, cfg.Cloud, cfg.AuthMode)
+		}
+	})
+	t.Run("MissingFile", func(t *testing.T) {
+		_, loaded, err := EnvLookup(filepath.Join(dir, "absent.env"), mapLookup(osEnv))
+		if err != nil || loaded {
+			t.Fatalf("loaded=%v err=%v", loaded, err)
+		}
+	})
+	t.Run("SkippedInProduction", func(t *testing.T) {
+		lookup, loaded, err := EnvLookup(path, mapLookup(map[string]string{"ENVIRONMENT": "production"}))
+		if err != nil || loaded {
+			t.Fatalf("loaded=%v err=%v", loaded, err)
+		}
+		if _, ok := lookup("LOG_LEVEL"); ok {
+			t.Fatal("production read .env")
+		}
+	})
+	t.Run("Disabled", func(t *testing.T) {
+		_, loaded, err := EnvLookup("", mapLookup(osEnv))
+		if err != nil || loaded {
+			t.Fatalf("loaded=%v err=%v", loaded, err)
+		}
+	})
+}
+
+// TestEnvExampleDocumentsEveryVariable keeps .env.example in step with
+// Config: every variable appears there as "# NAME=default".
+func TestEnvExampleDocumentsEveryVariable(t *testing.T) {
+	f, err := os.Open(filepath.Join("..", "..", ".env.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	line := regexp.MustCompile(`^#?\s*([A-Z][A-Z0-9_]*)=(.*)$`)
+	documented := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if m := line.FindStringSubmatch(sc.Text()); m != nil {
+			documented[m[1]] = m[2]
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	params, err := env.GetFieldParams(&Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range params {
+		got, ok := documented[p.Key]
+		switch {
+		case !ok:
+			t.Errorf(".env.example does not document %s", p.Key)
+		case got != p.DefaultValue:
+			t.Errorf(".env.example shows %s=%q, but the default is %q", p.Key, got, p.DefaultValue)
+		}
+	}
+}
