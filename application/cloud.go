@@ -33,7 +33,7 @@ type CloudProvider interface {
 	DescribeInstance(ctx context.Context, region, instanceID string) (Instance, error)
 	// FindInstances looks instances up for an import: by AMI id, or by AMI
 	// name pattern (a glob such as "cisco-cml2.9-*"), skipping terminated
-	// and shutting-down instances.
+	// and shutting-down instances. Its results carry no status checks.
 	FindInstances(ctx context.Context, region string, q InstanceQuery) ([]Instance, error)
 	// DescribeImage returns an AMI's details (cached by the adapter).
 	DescribeImage(ctx context.Context, region, imageID string) (Image, error)
@@ -46,7 +46,12 @@ type CloudProvider interface {
 
 // LaunchSpec is what RunInstances needs.
 type LaunchSpec struct {
-	// ClientToken is the worker id (plus the launch attempt when retried).
+	// ClientToken makes the launch idempotent: it must stay the same across
+	// retries of one launch (a job retried after a timeout must find the
+	// instance it already created) and change only when a failed
+	// provisioning is deliberately retried. The jobs use the worker id plus
+	// the domain's launch attempt ("<worker id>-<attempt>"); at most 64
+	// printable ASCII characters.
 	ClientToken        string
 	WorkerID           string
 	Region             string
@@ -106,12 +111,12 @@ type CloudErrorKind string
 const (
 	CloudThrottled   CloudErrorKind = "throttled"   // RequestLimitExceeded, Throttling, 429
 	CloudUnavailable CloudErrorKind = "unavailable" // 5xx, connection refused or reset, 502 while booting
-	CloudTimeout     CloudErrorKind = "timeout"
-	CloudAuth        CloudErrorKind = "auth"      // missing permission, bad credentials
-	CloudInvalid     CloudErrorKind = "invalid"   // invalid parameter, wrong state
-	CloudQuota       CloudErrorKind = "quota"     // instance limit, insufficient capacity
-	CloudNotFound    CloudErrorKind = "not_found" // instance, AMI, lab gone
-	CloudConflict    CloudErrorKind = "conflict"  // CML 409: operation in progress
+	CloudTimeout     CloudErrorKind = "timeout"     // also a cancelled context
+	CloudAuth        CloudErrorKind = "auth"        // missing permission, bad credentials
+	CloudInvalid     CloudErrorKind = "invalid"     // invalid parameter, wrong state
+	CloudQuota       CloudErrorKind = "quota"       // instance limit, insufficient capacity
+	CloudNotFound    CloudErrorKind = "not_found"   // instance, AMI, lab gone
+	CloudConflict    CloudErrorKind = "conflict"    // CML 409: operation in progress
 	CloudUnknown     CloudErrorKind = "unknown"
 )
 

@@ -10,7 +10,8 @@ import (
 
 // CMLClient is the port to the CML controllers' REST API (reference:
 // /work/shared/reference/cml-api.md). endpoint is a controller's base URL
-// (https://host[:port]); the adapter (infrastructure/cml) holds the
+// (https://host[:port][/path-prefix]: simulated controllers live under a
+// path prefix); the adapter (infrastructure/cml) holds the
 // credentials, caches one token per controller until it expires and logs in
 // again once on a 401. Errors are *CloudError (Op "cml:METHOD /path", Code the
 // HTTP status).
