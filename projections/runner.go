@@ -447,14 +447,26 @@ func (r *Runner) probeHead(ctx context.Context) error {
 	if r.Status().CaughtUp {
 		return nil
 	}
-	events, _, err := r.store.ReadAll(ctx, r.pending, 1, r.filter)
-	if err != nil {
-		return fmt.Errorf("probe the log head after %s: %w", r.pending, err)
+	// A filtered read considers a bounded window of the log: an empty answer
+	// whose checkpoint moved only means that window held nothing for us, so
+	// keep reading until the checkpoint stops moving (the head) or an event
+	// shows up.
+	from := r.pending
+	for {
+		events, checkpoint, err := r.store.ReadAll(ctx, from, 1, r.filter)
+		if err != nil {
+			return fmt.Errorf("probe the log head after %s: %w", from, err)
+		}
+		if len(events) > 0 {
+			return nil
+		}
+		if !from.Less(checkpoint) {
+			break
+		}
+		from = checkpoint
 	}
-	if len(events) == 0 {
-		r.updateStatus(func(s *RunnerStatus) { s.CaughtUp = true })
-		r.log.InfoContext(ctx, "projection: caught up", slog.String("position", r.pending.String()))
-	}
+	r.updateStatus(func(s *RunnerStatus) { s.CaughtUp = true })
+	r.log.InfoContext(ctx, "projection: caught up", slog.String("position", r.pending.String()))
 	return nil
 }
 

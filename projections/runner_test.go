@@ -448,3 +448,38 @@ func TestManager(t *testing.T) {
 	require.ErrorContains(t, err, "empty name")
 	require.False(t, bad.Ready())
 }
+
+// TestRunnerNotCaughtUpBeyondTheFilterWindow: a filtered read considers a
+// bounded window of the log (65,536 positions in the Postgres store). With
+// more non-matching events than that before the next matching one, the
+// runner must not report itself caught up while that event is unapplied.
+func TestRunnerNotCaughtUpBeyondTheFilterWindow(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	// Bulk-insert the filler with nothing in flight (setup only).
+	_, err := e.pool.Exec(ctx, `INSERT INTO events (position, stream, revision, event_id, type, data)
+		SELECT nextval('events_position_seq'), 'other-' || (g % 100), g / 100, gen_random_uuid(), 'test.other.v1', '{}'
+		  FROM generate_series(0, 70999) g`)
+	require.NoError(t, err)
+	e.appendEvents(t, "test", 1, 1)
+
+	release := make(chan struct{})
+	opts := e.runnerOptions()
+	opts.BeforeCommit = func(ctx context.Context) error {
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	p := &countProjection{}
+	r := NewRunner(e.store, e.pool, p, opts)
+	start(t, r.Run)
+	// The batch holding the matching event is stuck before its commit.
+	waitFor(t, func() bool { return len(p.batchEnds()) > 0 }, func() string { return "the matching event never reached Apply" })
+	require.False(t, r.Status().CaughtUp, "caught up while the matching event is not applied")
+	close(release)
+	e.waitMatchesLog(t)
+	waitFor(t, func() bool { return r.Status().CaughtUp }, func() string { return "never caught up" })
+}
