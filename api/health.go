@@ -22,7 +22,9 @@ const (
 	checkTimeout = "timeout"
 )
 
-func (s *Server) registerHealthRoutes() {
+// checkReadiness panics on a readiness check without a name or func, or two
+// with the same name: wiring mistakes.
+func (s *Server) checkReadiness() {
 	seen := make(map[string]bool, len(s.readiness))
 	for i, c := range s.readiness {
 		if c.Name == "" || c.Func == nil {
@@ -33,8 +35,6 @@ func (s *Server) registerHealthRoutes() {
 		}
 		seen[c.Name] = true
 	}
-	s.echo.GET("/healthz", s.healthz)
-	s.echo.GET("/readyz", s.readyz)
 }
 
 // healthz is the liveness probe: the process serves HTTP. It does no I/O, so

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,10 @@ import (
 	"net/http"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/cmlcloud/cml-cloud-manager/application"
+	"github.com/cmlcloud/cml-cloud-manager/application/rbac"
+	"github.com/cmlcloud/cml-cloud-manager/domain"
 )
 
 // ProblemContentType is the media type of every error response (RFC 9457).
@@ -18,18 +23,26 @@ const ProblemContentType = "application/problem+json"
 // the detail, which are for humans and may change.
 const (
 	CodeBadRequest           = "bad_request"
-	CodeUnauthorized         = "unauthorized"
+	CodeUnauthenticated      = "unauthenticated"
 	CodeForbidden            = "forbidden"
 	CodeNotFound             = "not_found"
 	CodeMethodNotAllowed     = "method_not_allowed"
 	CodeConflict             = "conflict"
+	CodeIllegalTransition    = "illegal_transition"
+	CodeAlreadyExists        = "already_exists"
+	CodeRebuildInProgress    = "rebuild_in_progress"
 	CodeRequestTooLarge      = "request_too_large"
 	CodeUnsupportedMediaType = "unsupported_media_type"
+	CodeNotAcceptable        = "not_acceptable"
 	CodeInvalid              = "invalid"
 	CodeTooManyRequests      = "too_many_requests"
 	CodeInternal             = "internal"
 	CodeNotReady             = "not_ready"
 	CodeUnavailable          = "unavailable"
+
+	// CodeUnauthorized is the code of a 401, under its former constant
+	// name; it equals CodeUnauthenticated.
+	CodeUnauthorized = CodeUnauthenticated
 )
 
 // codeByStatus names the code of an error that carries only an HTTP status
@@ -37,10 +50,11 @@ const (
 // bad_request (4xx) or internal (5xx).
 var codeByStatus = map[int]string{
 	http.StatusBadRequest:            CodeBadRequest,
-	http.StatusUnauthorized:          CodeUnauthorized,
+	http.StatusUnauthorized:          CodeUnauthenticated,
 	http.StatusForbidden:             CodeForbidden,
 	http.StatusNotFound:              CodeNotFound,
 	http.StatusMethodNotAllowed:      CodeMethodNotAllowed,
+	http.StatusNotAcceptable:         CodeNotAcceptable,
 	http.StatusConflict:              CodeConflict,
 	http.StatusRequestEntityTooLarge: CodeRequestTooLarge,
 	http.StatusUnsupportedMediaType:  CodeUnsupportedMediaType,
@@ -136,6 +150,16 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	p := problemFor(err)
 	p.RequestID = RequestID(c.Request().Context())
+	if p.Status == http.StatusUnauthorized && c.Response().Header().Get(echo.HeaderWWWAuthenticate) == "" {
+		c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="cml-cloud-manager"`)
+	}
+	if p.Code == CodeInternal && errors.Is(err, context.Canceled) && c.Request().Context().Err() != nil {
+		// The client went away; nobody reads this response.
+		s.logger.InfoContext(c.Request().Context(), "request cancelled by the client",
+			slog.String("request_id", p.RequestID), slog.String("path", c.Request().URL.Path))
+		_ = writeProblem(c, p)
+		return
+	}
 	if p.Status >= http.StatusInternalServerError && p.Code == CodeInternal {
 		s.logger.ErrorContext(c.Request().Context(), "internal error",
 			slog.String("request_id", p.RequestID),
@@ -184,11 +208,70 @@ func problemFor(err error) *Problem {
 		}
 		return out
 	}
+	if p := domainProblem(err); p != nil {
+		return p
+	}
 	return &Problem{
 		Status: http.StatusInternalServerError,
 		Code:   CodeInternal,
 		Detail: defaultDetail(http.StatusInternalServerError),
 	}
+}
+
+// domainProblem maps the errors of the application and the domain; it
+// returns nil for any other error. Details come from error types whose text
+// is written for the client (they name ids and statuses, nothing internal).
+func domainProblem(err error) *Problem {
+	var (
+		ve  *domain.ValidationError
+		te  *domain.TransitionError
+		am  *application.AlreadyManagedError
+		nf  *application.NotFoundError
+		ny  *application.NotYetError
+		fe  *rbac.ForbiddenError
+		out *Problem
+	)
+	switch {
+	case errors.As(err, &ve):
+		problems := make([]domain.Problem, len(ve.Problems))
+		copy(problems, ve.Problems)
+		out = &Problem{Status: http.StatusBadRequest, Code: CodeInvalid,
+			Detail:     "The request is invalid; \"problems\" lists each reason.",
+			Extensions: map[string]any{"problems": problems}}
+	case errors.Is(err, domain.ErrInvalid):
+		out = &Problem{Status: http.StatusBadRequest, Code: CodeInvalid, Detail: "The request is invalid.",
+			Extensions: map[string]any{"problems": []domain.Problem{}}}
+	case errors.Is(err, rbac.ErrUnauthenticated):
+		out = &Problem{Status: http.StatusUnauthorized, Code: CodeUnauthenticated, Detail: "Authentication is required."}
+	case errors.As(err, &fe):
+		out = &Problem{Status: http.StatusForbidden, Code: CodeForbidden, Detail: fe.Error(),
+			Extensions: map[string]any{"action": string(fe.Action)}}
+	case errors.Is(err, rbac.ErrForbidden):
+		out = &Problem{Status: http.StatusForbidden, Code: CodeForbidden, Detail: "Your roles do not allow this."}
+	case errors.As(err, &ny):
+		out = &Problem{Status: http.StatusNotFound, Code: CodeNotFound, Detail: ny.Error()}
+	case errors.As(err, &nf):
+		out = &Problem{Status: http.StatusNotFound, Code: CodeNotFound, Detail: upperFirst(nf.Error()) + "."}
+	case errors.Is(err, domain.ErrNotFound):
+		out = &Problem{Status: http.StatusNotFound, Code: CodeNotFound, Detail: "The resource does not exist."}
+	case errors.As(err, &te):
+		out = &Problem{Status: http.StatusConflict, Code: CodeIllegalTransition, Detail: upperFirst(te.Error()) + ".",
+			Extensions: map[string]any{"current_status": te.State}}
+	case errors.Is(err, domain.ErrIllegalTransition):
+		out = &Problem{Status: http.StatusConflict, Code: CodeIllegalTransition, Detail: "The resource's current state does not allow this."}
+	case errors.As(err, &am):
+		out = &Problem{Status: http.StatusConflict, Code: CodeAlreadyExists, Detail: upperFirst(am.Error()) + ".",
+			Extensions: map[string]any{"worker_id": am.WorkerID}}
+	case errors.Is(err, domain.ErrAlreadyExists):
+		out = &Problem{Status: http.StatusConflict, Code: CodeAlreadyExists, Detail: "The resource already exists."}
+	case errors.Is(err, application.ErrConflict):
+		out = &Problem{Status: http.StatusConflict, Code: CodeConflict,
+			Detail: "The resource kept changing concurrently while this request was applied; try again."}
+	case errors.Is(err, application.ErrRebuildInProgress):
+		out = &Problem{Status: http.StatusConflict, Code: CodeRebuildInProgress,
+			Detail: "A rebuild of this read model is already running."}
+	}
+	return out
 }
 
 func codeFor(status int) string {

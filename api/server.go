@@ -1,7 +1,9 @@
 // Package api is the HTTP interface of CML Cloud Manager: an Echo server
-// with request ids, access logging, panic recovery and RFC 9457 problem+json
-// errors, the liveness and readiness probes, and (in later files) one handler
-// file per resource under /api.
+// with request ids, access logging, Prometheus metrics, panic recovery and
+// RFC 9457 problem+json errors; the liveness and readiness probes; one
+// handler file per resource under /api; and the route table (routes.go) from
+// which the router, the OpenAPI document (/api/openapi.json, with its page at
+// /api/docs) and the RBAC matrix are all derived.
 package api
 
 import (
@@ -12,10 +14,14 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cmlcloud/cml-cloud-manager/application"
 )
 
 // Server timeouts. WriteTimeout is deliberately 0 (none): the server-sent
@@ -38,6 +44,26 @@ type Options struct {
 	Readiness []Check
 	// ReadinessTimeout bounds each check; zero means DefaultReadinessTimeout.
 	ReadinessTimeout time.Duration
+
+	// App, History, System and Admin are the application's handlers behind
+	// the /api routes. With App nil the server answers only the probes,
+	// /metrics and the API document; with App set the other three and Auth
+	// are required.
+	App     *application.App
+	History *application.History
+	System  *application.System
+	Admin   *application.Admin
+	// Auth identifies the callers of every /api route and serves the
+	// /api/auth routes.
+	Auth Authenticator
+	// Metrics is the Prometheus registry served at /metrics; the server
+	// registers its request metrics and the Go and process collectors on it.
+	// Nil makes a registry of its own.
+	Metrics *prometheus.Registry
+
+	// noRouteGate, for tests, leaves authorisation to the application
+	// handlers alone (see authorize).
+	noRouteGate bool
 }
 
 // Check is one readiness check. Func must return promptly once ctx is done.
@@ -55,21 +81,49 @@ type Server struct {
 	server           *http.Server
 	readiness        []Check
 	readinessTimeout time.Duration
+
+	app     *application.App
+	history *application.History
+	system  *application.System
+	admin   *application.Admin
+	auth    Authenticator
+	metrics *httpMetrics
+
+	// routePaths holds "METHOD /echo/path" of every registered route (metric
+	// labels use only these).
+	routePaths map[string]bool
+	// openAPIDoc is the document generated from the route table.
+	openAPIDoc []byte
 }
 
-// New builds a Server with its middleware and routes. It panics when a
-// readiness check has no name or no func, or two share a name: those are
-// wiring mistakes, not runtime conditions.
+// New builds a Server with its middleware and routes. It panics on wiring
+// mistakes: a readiness check without a name or func, or two sharing a name;
+// App set without History, System, Admin or Auth; a route table that does
+// not describe itself completely.
 func New(opts Options) *Server {
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.App != nil && (opts.History == nil || opts.System == nil || opts.Admin == nil || opts.Auth == nil) {
+		panic("api: Options.App needs History, System, Admin and Auth too")
+	}
+	reg := opts.Metrics
+	if reg == nil {
+		reg = prometheus.NewRegistry()
 	}
 	s := &Server{
 		logger:           logger,
 		echo:             echo.New(),
 		readiness:        opts.Readiness,
 		readinessTimeout: opts.ReadinessTimeout,
+		app:              opts.App,
+		history:          opts.History,
+		system:           opts.System,
+		admin:            opts.Admin,
+		auth:             opts.Auth,
+		metrics:          newHTTPMetrics(reg),
+		routePaths:       map[string]bool{},
 	}
 	if s.readinessTimeout <= 0 {
 		s.readinessTimeout = DefaultReadinessTimeout
@@ -82,9 +136,25 @@ func New(opts Options) *Server {
 	// Take the peer address as is. X-Forwarded-For is only trustworthy
 	// behind a known proxy; that is a deployment setting for later.
 	e.IPExtractor = echo.ExtractIPDirect()
-	e.Use(requestIDMiddleware, s.accessLogMiddleware, s.recoverMiddleware)
+	e.Use(requestIDMiddleware, s.metricsMiddleware, s.accessLogMiddleware, s.recoverMiddleware)
 
-	s.registerHealthRoutes()
+	s.checkReadiness()
+	table := s.routes()
+	doc, err := buildOpenAPI(table)
+	if err != nil {
+		panic("api: OpenAPI document: " + err.Error())
+	}
+	s.openAPIDoc = doc
+	var apiGroup *echo.Group
+	if s.app != nil {
+		// The Authenticator's middleware runs on every /api request, found
+		// or not. It is not group middleware: Echo would answer a wrong
+		// method under /api 404 instead of 405.
+		e.Use(onlyUnder("/api/", s.auth.Middleware()))
+		apiGroup = e.Group("/api")
+		s.auth.Register(apiGroup)
+	}
+	s.register(table, apiGroup, opts.noRouteGate)
 
 	s.server = &http.Server{
 		Handler:           e,
@@ -94,6 +164,19 @@ func New(opts Options) *Server {
 		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	return s
+}
+
+// onlyUnder applies mw to requests whose path starts with prefix.
+func onlyUnder(prefix string, mw echo.MiddlewareFunc) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		wrapped := mw(next)
+		return func(c echo.Context) error {
+			if strings.HasPrefix(c.Request().URL.Path, prefix) {
+				return wrapped(c)
+			}
+			return next(c)
+		}
+	}
 }
 
 // Handler returns the server's handler, for tests and for embedding.
@@ -178,7 +261,11 @@ func requestIDMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 			id = newRequestID()
 		}
 		req := c.Request()
-		c.SetRequest(req.WithContext(context.WithValue(req.Context(), requestIDKey{}, id)))
+		ctx := context.WithValue(req.Context(), requestIDKey{}, id)
+		// The request id is the correlation id of the events its command
+		// records.
+		ctx = application.WithCorrelationID(ctx, id)
+		c.SetRequest(req.WithContext(ctx))
 		c.Response().Header().Set(echo.HeaderXRequestID, id)
 		return next(c)
 	}
