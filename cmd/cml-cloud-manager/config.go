@@ -19,8 +19,12 @@ import (
 	"github.com/caarlos0/env/v11"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/joho/godotenv"
+	"github.com/redis/go-redis/v9"
 
+	"github.com/cmlcloud/cml-cloud-manager/domain/settings"
 	"github.com/cmlcloud/cml-cloud-manager/infrastructure/pgdb"
+	"github.com/cmlcloud/cml-cloud-manager/infrastructure/sealing"
+	"github.com/cmlcloud/cml-cloud-manager/infrastructure/sessions"
 )
 
 // Accepted values of the enumerated variables.
@@ -66,7 +70,18 @@ type Config struct {
 	DatabaseURL      string `env:"DATABASE_URL" envDefault:"postgres://postgres@127.0.0.1:5432/cml_cloud_manager?sslmode=disable"`
 	DatabaseMaxConns int32  `env:"DATABASE_MAX_CONNS" envDefault:"20"`
 	// EventStoreURL empty selects the Postgres event store in DatabaseURL.
-	EventStoreURL string `env:"EVENTSTORE_URL"`
+	EventStoreURL         string        `env:"EVENTSTORE_URL"`
+	EventStoreReadTimeout time.Duration `env:"EVENTSTORE_READ_TIMEOUT" envDefault:"10s"`
+	// TelemetryRetention is how long telemetry events (metrics samples, lab
+	// observations) are kept: $maxAge on EventStoreDB, a pruning job on
+	// Postgres. 0 keeps them forever.
+	TelemetryRetention time.Duration `env:"TELEMETRY_RETENTION" envDefault:"720h"`
+	// RedisURL, when set, keeps sessions, sign-in states and the login
+	// limiter in Redis instead of Postgres.
+	RedisURL string `env:"REDIS_URL"`
+	// SecretsKey (base64, 32 bytes) seals secrets that pass through the
+	// event log or the session store: licence tokens, OIDC tokens.
+	SecretsKey string `env:"SECRETS_KEY"`
 
 	// One binary, roles by flags.
 	MigrateOnStart bool `env:"MIGRATE_ON_START" envDefault:"true"`
@@ -80,7 +95,29 @@ type Config struct {
 	Idle      IdleDefaults
 	Intervals PollIntervals
 
-	AuthMode string `env:"AUTH_MODE" envDefault:"local"`
+	Auth AuthConfig
+}
+
+// AuthConfig configures sign-in and sessions (DESIGN.md section 9).
+type AuthConfig struct {
+	Mode           string        `env:"AUTH_MODE" envDefault:"local"`
+	AccountsFile   string        `env:"AUTH_ACCOUNTS_FILE"`
+	SigningKeyFile string        `env:"AUTH_SIGNING_KEY_FILE"`
+	TokenTTL       time.Duration `env:"AUTH_TOKEN_TTL" envDefault:"15m"`
+	IdleTimeout    time.Duration `env:"SESSION_IDLE_TIMEOUT" envDefault:"30m"`
+	MaxLifetime    time.Duration `env:"SESSION_MAX_LIFETIME" envDefault:"12h"`
+	Warning        time.Duration `env:"SESSION_WARNING" envDefault:"5m"`
+	LoginRateLimit string        `env:"LOGIN_RATE_LIMIT" envDefault:"10/15m"`
+
+	OIDCIssuerURL             string        `env:"OIDC_ISSUER_URL"`
+	OIDCClientID              string        `env:"OIDC_CLIENT_ID"`
+	OIDCClientSecret          string        `env:"OIDC_CLIENT_SECRET"`
+	OIDCAudience              string        `env:"OIDC_AUDIENCE" envDefault:"cml-cloud-manager"`
+	OIDCScopes                StringList    `env:"OIDC_SCOPES" envDefault:"openid,profile,email"`
+	OIDCRolesClaim            StringList    `env:"OIDC_ROLES_CLAIM" envDefault:"realm_access.roles,roles"`
+	OIDCPostLogoutRedirectURL string        `env:"OIDC_POST_LOGOUT_REDIRECT_URL"`
+	OIDCSigningAlgs           StringList    `env:"OIDC_SIGNING_ALGS" envDefault:"RS256,ES256,EdDSA"`
+	OIDCRefreshLeeway         time.Duration `env:"OIDC_REFRESH_LEEWAY" envDefault:"1m"`
 }
 
 // WorkerDefaults are the provisioning defaults for new workers.
@@ -450,13 +487,91 @@ func (c Config) Validate() error {
 	positive("LABS_SYNC_INTERVAL", c.Intervals.LabsSync)
 	positive("IDLE_CHECK_INTERVAL", c.Intervals.IdleCheck)
 
-	oneOf("AUTH_MODE", c.AuthMode, authModes)
+	if c.EventStoreReadTimeout <= 0 {
+		add("EVENTSTORE_READ_TIMEOUT", "must be positive, got %v", c.EventStoreReadTimeout)
+	}
+	if c.TelemetryRetention < 0 {
+		add("TELEMETRY_RETENTION", "must not be negative (0 keeps telemetry forever)")
+	}
+	if c.RedisURL != "" {
+		if _, err := redis.ParseURL(c.RedisURL); err != nil {
+			add("REDIS_URL", "not a Redis URL: %v", err)
+		}
+	}
+	if c.SecretsKey != "" {
+		if _, err := sealing.ParseKey(c.SecretsKey); err != nil {
+			add("SECRETS_KEY", "%v (generate one with: openssl rand -base64 32)", err)
+		}
+	} else if c.Production() {
+		add("SECRETS_KEY", "is required in production (openssl rand -base64 32)")
+	}
+
+	a := c.Auth
+	oneOf("AUTH_MODE", a.Mode, authModes)
+	for v, d := range map[string]time.Duration{"AUTH_TOKEN_TTL": a.TokenTTL, "SESSION_IDLE_TIMEOUT": a.IdleTimeout,
+		"SESSION_MAX_LIFETIME": a.MaxLifetime, "SESSION_WARNING": a.Warning, "OIDC_REFRESH_LEEWAY": a.OIDCRefreshLeeway} {
+		positive(v, d)
+	}
+	if a.TokenTTL > 0 && (a.TokenTTL < time.Minute || a.TokenTTL > 24*time.Hour) {
+		add("AUTH_TOKEN_TTL", "must be between 1m and 24h, got %v", a.TokenTTL)
+	}
+	if a.IdleTimeout > 0 && a.MaxLifetime > 0 && a.IdleTimeout > a.MaxLifetime {
+		add("SESSION_IDLE_TIMEOUT", "is longer than SESSION_MAX_LIFETIME")
+	}
+	if _, err := sessions.ParseLimit(a.LoginRateLimit); err != nil {
+		add("LOGIN_RATE_LIMIT", "%v", err)
+	}
+	if a.Mode == AuthLocal && c.Production() {
+		if a.AccountsFile == "" {
+			add("AUTH_ACCOUNTS_FILE", "is required in production: the development accounts are refused")
+		}
+		if a.SigningKeyFile == "" {
+			add("AUTH_SIGNING_KEY_FILE", "is required in production: a key generated at start dies with the process")
+		}
+	}
+	if a.Mode == AuthOIDC {
+		if msg := checkPublicURL(a.OIDCIssuerURL); a.OIDCIssuerURL == "" || msg != "" {
+			add("OIDC_ISSUER_URL", "must be the provider's issuer URL when AUTH_MODE=oidc")
+		}
+		if a.OIDCClientID == "" {
+			add("OIDC_CLIENT_ID", "is required when AUTH_MODE=oidc")
+		}
+		if a.OIDCClientSecret == "" {
+			add("OIDC_CLIENT_SECRET", "is required when AUTH_MODE=oidc")
+		}
+	}
+	if a.OIDCPostLogoutRedirectURL != "" {
+		if msg := checkPublicURL(a.OIDCPostLogoutRedirectURL); msg != "" {
+			add("OIDC_POST_LOGOUT_REDIRECT_URL", "%s", msg)
+		}
+	}
+	for _, alg := range a.OIDCSigningAlgs {
+		if strings.EqualFold(alg, "none") || strings.HasPrefix(strings.ToUpper(alg), "HS") {
+			add("OIDC_SIGNING_ALGS", "%q is not allowed: only asymmetric algorithms", alg)
+		}
+	}
 
 	if len(ps) == 0 {
 		return nil
 	}
 	sortProblems(ps)
 	return &ConfigError{Problems: ps}
+}
+
+// SettingsDefaults are the environment's values of the runtime settings:
+// what applies until an admin saves another value (DESIGN.md section 12).
+func (c Config) SettingsDefaults() settings.Values {
+	secs := func(d time.Duration) int64 { return int64(d / time.Second) }
+	return settings.Values{
+		AMIIDs: maps.Clone(map[string]string(c.Worker.AMIIDs)), AMIName: c.Worker.AMIName,
+		InstanceType: c.Worker.InstanceType, SubnetID: c.Worker.SubnetID,
+		SecurityGroupIDs: slices.Clone([]string(c.Worker.SecurityGroupIDs)), KeyName: c.Worker.KeyName,
+		DefaultTags:          maps.Clone(map[string]string(c.Worker.DefaultTags)),
+		IdleDetectionEnabled: c.Idle.DetectionEnabled, IdleTimeoutSeconds: secs(c.Idle.Timeout),
+		IdleSnoozeSeconds: secs(c.Idle.Snooze), FleetReconcileSeconds: secs(c.Intervals.FleetReconcile),
+		FleetMetricsSeconds: secs(c.Intervals.FleetMetrics), LabsSyncSeconds: secs(c.Intervals.LabsSync),
+		IdleCheckSeconds: secs(c.Intervals.IdleCheck),
+	}
 }
 
 // Production reports whether ENVIRONMENT=production.
@@ -518,7 +633,22 @@ func (c Config) LogValue() slog.Value {
 			slog.Duration("labs_sync", r.Intervals.LabsSync),
 			slog.Duration("idle_check", r.Intervals.IdleCheck),
 		),
-		slog.String("auth_mode", r.AuthMode),
+		slog.Duration("eventstore_read_timeout", r.EventStoreReadTimeout),
+		slog.Duration("telemetry_retention", r.TelemetryRetention),
+		slog.String("redis", redactConn(r.RedisURL)),
+		slog.Bool("secrets_key_set", r.SecretsKey != ""),
+		slog.Group("auth",
+			slog.String("mode", r.Auth.Mode),
+			slog.String("accounts_file", r.Auth.AccountsFile),
+			slog.String("signing_key_file", r.Auth.SigningKeyFile),
+			slog.Duration("token_ttl", r.Auth.TokenTTL),
+			slog.Duration("session_idle_timeout", r.Auth.IdleTimeout),
+			slog.Duration("session_max_lifetime", r.Auth.MaxLifetime),
+			slog.String("login_rate_limit", r.Auth.LoginRateLimit),
+			slog.String("oidc_issuer_url", r.Auth.OIDCIssuerURL),
+			slog.String("oidc_client_id", r.Auth.OIDCClientID),
+			slog.Bool("oidc_client_secret_set", r.Auth.OIDCClientSecret != ""),
+		),
 	)
 }
 

@@ -71,7 +71,14 @@ func TestLoadConfigDefaults(t *testing.T) {
 			LabsSync:       1800 * time.Second,
 			IdleCheck:      300 * time.Second,
 		},
-		AuthMode: "local",
+		EventStoreReadTimeout: 10 * time.Second,
+		TelemetryRetention:    720 * time.Hour,
+		Auth: AuthConfig{
+			Mode: "local", TokenTTL: 15 * time.Minute, IdleTimeout: 30 * time.Minute, MaxLifetime: 12 * time.Hour,
+			Warning: 5 * time.Minute, LoginRateLimit: "10/15m", OIDCAudience: "cml-cloud-manager",
+			OIDCScopes: StringList{"openid", "profile", "email"}, OIDCRolesClaim: StringList{"realm_access.roles", "roles"},
+			OIDCSigningAlgs: StringList{"RS256", "ES256", "EdDSA"}, OIDCRefreshLeeway: time.Minute,
+		},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", cfg, want)
@@ -128,7 +135,27 @@ func TestLoadConfigEveryVariable(t *testing.T) {
 		{"FLEET_METRICS_INTERVAL", "10m", func(c Config) any { return c.Intervals.FleetMetrics }, 10 * time.Minute},
 		{"LABS_SYNC_INTERVAL", "1h", func(c Config) any { return c.Intervals.LabsSync }, time.Hour},
 		{"IDLE_CHECK_INTERVAL", "2m30s", func(c Config) any { return c.Intervals.IdleCheck }, 150 * time.Second},
-		{"AUTH_MODE", "oidc", func(c Config) any { return c.AuthMode }, "oidc"},
+		{"EVENTSTORE_READ_TIMEOUT", "3s", func(c Config) any { return c.EventStoreReadTimeout }, 3 * time.Second},
+		{"TELEMETRY_RETENTION", "168h", func(c Config) any { return c.TelemetryRetention }, 168 * time.Hour},
+		{"REDIS_URL", "redis://127.0.0.1:6379/2", func(c Config) any { return c.RedisURL }, "redis://127.0.0.1:6379/2"},
+		{"SECRETS_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", func(c Config) any { return c.SecretsKey }, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="},
+		{"AUTH_MODE", "oidc", func(c Config) any { return c.Auth.Mode }, "oidc"},
+		{"AUTH_ACCOUNTS_FILE", "/etc/cmlcm/accounts.json", func(c Config) any { return c.Auth.AccountsFile }, "/etc/cmlcm/accounts.json"},
+		{"AUTH_SIGNING_KEY_FILE", "/etc/cmlcm/jwt.pem", func(c Config) any { return c.Auth.SigningKeyFile }, "/etc/cmlcm/jwt.pem"},
+		{"AUTH_TOKEN_TTL", "5m", func(c Config) any { return c.Auth.TokenTTL }, 5 * time.Minute},
+		{"SESSION_IDLE_TIMEOUT", "20m", func(c Config) any { return c.Auth.IdleTimeout }, 20 * time.Minute},
+		{"SESSION_MAX_LIFETIME", "8h", func(c Config) any { return c.Auth.MaxLifetime }, 8 * time.Hour},
+		{"SESSION_WARNING", "2m", func(c Config) any { return c.Auth.Warning }, 2 * time.Minute},
+		{"LOGIN_RATE_LIMIT", "5/10m", func(c Config) any { return c.Auth.LoginRateLimit }, "5/10m"},
+		{"OIDC_ISSUER_URL", "https://sso.example.com/realms/cml", func(c Config) any { return c.Auth.OIDCIssuerURL }, "https://sso.example.com/realms/cml"},
+		{"OIDC_CLIENT_ID", "cmlcm", func(c Config) any { return c.Auth.OIDCClientID }, "cmlcm"},
+		{"OIDC_CLIENT_SECRET", "s3cret", func(c Config) any { return c.Auth.OIDCClientSecret }, "s3cret"},
+		{"OIDC_AUDIENCE", "api", func(c Config) any { return c.Auth.OIDCAudience }, "api"},
+		{"OIDC_SCOPES", "openid,email", func(c Config) any { return c.Auth.OIDCScopes }, StringList{"openid", "email"}},
+		{"OIDC_ROLES_CLAIM", "groups", func(c Config) any { return c.Auth.OIDCRolesClaim }, StringList{"groups"}},
+		{"OIDC_POST_LOGOUT_REDIRECT_URL", "https://cml.example.com/bye", func(c Config) any { return c.Auth.OIDCPostLogoutRedirectURL }, "https://cml.example.com/bye"},
+		{"OIDC_SIGNING_ALGS", "RS256", func(c Config) any { return c.Auth.OIDCSigningAlgs }, StringList{"RS256"}},
+		{"OIDC_REFRESH_LEEWAY", "30s", func(c Config) any { return c.Auth.OIDCRefreshLeeway }, 30 * time.Second},
 	}
 
 	// The table must cover every variable Config declares.
@@ -280,8 +307,13 @@ func TestValidateAccepts(t *testing.T) {
 		"KeywordValueDSN":     {"DATABASE_URL": "host=127.0.0.1 user=postgres dbname=cmlcm sslmode=disable"},
 		"AnyInterface":        {"HTTP_ADDR": ":8080"},
 		"InstanceTypes":       {"WORKER_INSTANCE_TYPE": "c7i.metal-24xl"},
-		"ProductionHTTPS":     {"ENVIRONMENT": "production", "PUBLIC_URL": "https://cml.example.com/manager"},
-		"LongHexIDs":          {"WORKER_AMI_IDS": "eu-central-1=ami-0123456789abcdef0", "WORKER_SUBNET_ID": "subnet-0123456789abcdef0", "WORKER_SECURITY_GROUP_IDS": "sg-0123456789abcdef0"},
+		"ProductionHTTPS": {"ENVIRONMENT": "production", "PUBLIC_URL": "https://cml.example.com/manager",
+			"SECRETS_KEY": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "AUTH_ACCOUNTS_FILE": "/etc/cmlcm/accounts.json",
+			"AUTH_SIGNING_KEY_FILE": "/etc/cmlcm/jwt.pem"},
+		"OIDC": {"AUTH_MODE": "oidc", "OIDC_ISSUER_URL": "https://sso.example.com/realms/cml", "OIDC_CLIENT_ID": "cmlcm",
+			"OIDC_CLIENT_SECRET": "s3cret"},
+		"Redis":      {"REDIS_URL": "redis://127.0.0.1:6379/0"},
+		"LongHexIDs": {"WORKER_AMI_IDS": "eu-central-1=ami-0123456789abcdef0", "WORKER_SUBNET_ID": "subnet-0123456789abcdef0", "WORKER_SECURITY_GROUP_IDS": "sg-0123456789abcdef0"},
 	}
 	for name, vars := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -297,8 +329,24 @@ func TestValidateAccepts(t *testing.T) {
 
 func TestValidateProduction(t *testing.T) {
 	err := mustLoad(t, map[string]string{"ENVIRONMENT": "production"}).Validate()
-	if got := configErrorVars(t, err); !slices.Equal(got, []string{"PUBLIC_URL"}) {
-		t.Fatalf("production with the default http PUBLIC_URL: problems %v, want [PUBLIC_URL]", got)
+	want := []string{"PUBLIC_URL", "SECRETS_KEY", "AUTH_ACCOUNTS_FILE", "AUTH_SIGNING_KEY_FILE"}
+	if got := configErrorVars(t, err); !slices.Equal(got, want) {
+		t.Fatalf("production with the defaults: problems %v, want %v", got, want)
+	}
+}
+
+func TestValidateAuth(t *testing.T) {
+	err := mustLoad(t, map[string]string{
+		"AUTH_MODE": "oidc", "OIDC_SIGNING_ALGS": "RS256,HS256,none", "AUTH_TOKEN_TTL": "10s",
+		"SESSION_IDLE_TIMEOUT": "24h", "LOGIN_RATE_LIMIT": "lots", "REDIS_URL": "http://x", "SECRETS_KEY": "c2hvcnQ=",
+	}).Validate()
+	want := []string{"REDIS_URL", "SECRETS_KEY", "AUTH_TOKEN_TTL", "SESSION_IDLE_TIMEOUT", "LOGIN_RATE_LIMIT",
+		"OIDC_ISSUER_URL", "OIDC_CLIENT_ID", "OIDC_CLIENT_SECRET", "OIDC_SIGNING_ALGS"}
+	got := configErrorVars(t, err)
+	for _, v := range want {
+		if !slices.Contains(got, v) {
+			t.Errorf("no problem reported for %s: %v", v, err)
+		}
 	}
 }
 
@@ -330,7 +378,7 @@ func TestConfigLogValueHidesPasswords(t *testing.T) {
 			t.Fatalf("log contains %q: %s", secret, out)
 		}
 	}
-	for _, s := range []string{"app:xxxxx@db", "admin:xxxxx@node1", `"auth_mode":"local"`} {
+	for _, s := range []string{"app:xxxxx@db", "admin:xxxxx@node1", `"mode":"local"`} {
 		if !strings.Contains(out, s) {
 			t.Fatalf("log lacks %q: %s", s, out)
 		}
@@ -350,7 +398,8 @@ func TestConfigLogValueHidesPasswords(t *testing.T) {
 func TestEnvLookup(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, ".env")
-	if err := os.WriteFile(path, []byte("# dev settings\nLOG_LEVEL=debug\nCLOUD=aws\nexport AUTH_MODE=\"oidc\"\n"), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte("# dev settings\nLOG_LEVEL=debug\nCLOUD=aws\nexport AUTH_MODE=\"oidc\"\n"+
+		"OIDC_ISSUER_URL=https://sso.example.com/realms/cml\nOIDC_CLIENT_ID=cmlcm\nOIDC_CLIENT_SECRET=s3cret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	osEnv := map[string]string{"CLOUD": "simulated"}
@@ -364,8 +413,8 @@ func TestEnvLookup(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cfg.LogLevel != "debug" || cfg.Cloud != "simulated" || cfg.AuthMode != "oidc" {
-			t.Fatalf("got LOG_LEVEL=%s CLOUD=%s AUTH_MODE=%s", cfg.LogLevel, cfg.Cloud, cfg.AuthMode)
+		if cfg.LogLevel != "debug" || cfg.Cloud != "simulated" || cfg.Auth.Mode != "oidc" {
+			t.Fatalf("got LOG_LEVEL=%s CLOUD=%s AUTH_MODE=%s", cfg.LogLevel, cfg.Cloud, cfg.Auth.Mode)
 		}
 	})
 	t.Run("MissingFile", func(t *testing.T) {

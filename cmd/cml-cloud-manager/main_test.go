@@ -186,12 +186,24 @@ func TestServeRejectsInvalidConfig(t *testing.T) {
 	}
 }
 
-func TestServeRefusesEventStoreDB(t *testing.T) {
-	cli, _, stderr := testCLI(map[string]string{"EVENTSTORE_URL": "esdb://127.0.0.1:2113?tls=false", "HTTP_ADDR": "127.0.0.1:0"})
+// TestServeUsesEventStoreDB: with EVENTSTORE_URL, serve opens EventStoreDB
+// (here nothing listens, so it must fail fast and say so).
+func TestServeUsesEventStoreDB(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // a port nothing listens on
+	cli, _, stderr := testCLI(map[string]string{
+		"DATABASE_URL":   pgtest.NewDatabase(t),
+		"EVENTSTORE_URL": "esdb://" + addr + "?tls=false", "EVENTSTORE_READ_TIMEOUT": "1s",
+		"HTTP_ADDR": "127.0.0.1:0",
+	})
 	if code := cli.Run(t.Context(), []string{"serve"}); code != exitError {
 		t.Fatalf("exit %d, want %d", code, exitError)
 	}
-	if !strings.Contains(stderr.String(), "no EventStoreDB adapter") {
+	if !strings.Contains(stderr.String(), "open EventStoreDB") {
 		t.Fatalf("stderr:\n%s", stderr)
 	}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/cmlcloud/cml-cloud-manager/application"
 	"github.com/cmlcloud/cml-cloud-manager/application/eventstore"
-	"github.com/cmlcloud/cml-cloud-manager/infrastructure/eventstore/postgres"
 	"github.com/cmlcloud/cml-cloud-manager/projections"
 )
 
@@ -42,9 +40,6 @@ func runProjections(ctx context.Context, cli *CLI, args []string) error {
 	if err != nil {
 		return err
 	}
-	if cfg.EventStoreKind() != EventStorePostgres {
-		return errors.New("EVENTSTORE_URL selects EventStoreDB, but this build has no EventStoreDB adapter yet")
-	}
 	all := projections.All(application.EventRegistry())
 	if rest[0] == "rebuild" {
 		i := slices.IndexFunc(all, func(p projections.Projection) bool { return p.Name() == rest[1] })
@@ -63,11 +58,11 @@ func runProjections(ctx context.Context, cli *CLI, args []string) error {
 	if rest[0] == "list" {
 		return listProjections(ctx, cli, pool, all)
 	}
-	store, err := postgres.Open(ctx, pool, postgres.Options{Logger: logger})
+	store, closeStore, _, err := openEventStore(ctx, cfg, pool, logger)
 	if err != nil {
-		return fmt.Errorf("open the event store: %w", err)
+		return err
 	}
-	defer store.Close()
+	defer closeStore()
 	p := all[0]
 	logger.InfoContext(ctx, "rebuilding read model", slog.String("projection", p.Name()))
 	res, err := projections.Rebuild(ctx, store, pool, p, projections.RebuildOptions{Logger: logger})

@@ -9,16 +9,23 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/cmlcloud/cml-cloud-manager/api"
+	"github.com/cmlcloud/cml-cloud-manager/api/auth"
 	"github.com/cmlcloud/cml-cloud-manager/application"
+	"github.com/cmlcloud/cml-cloud-manager/application/eventstore"
 	"github.com/cmlcloud/cml-cloud-manager/domain"
+	"github.com/cmlcloud/cml-cloud-manager/infrastructure/eventstore/esdb"
 	"github.com/cmlcloud/cml-cloud-manager/infrastructure/eventstore/postgres"
 	"github.com/cmlcloud/cml-cloud-manager/infrastructure/pgdb"
+	"github.com/cmlcloud/cml-cloud-manager/infrastructure/sealing"
+	"github.com/cmlcloud/cml-cloud-manager/infrastructure/sessions"
 	"github.com/cmlcloud/cml-cloud-manager/projections"
+	"github.com/redis/go-redis/v9"
 )
 
 // schemaCheck reports whether every migration is applied. Once it has
@@ -88,12 +95,21 @@ type Main struct {
 
 	// Pool is the Postgres pool; set by Run, closed by Close.
 	Pool *pgxpool.Pool
-	// Store is the event store; set by Run, closed by Close.
-	Store *postgres.Store
+	// Store is the event store (Postgres or EventStoreDB); set by Run,
+	// closed by Close.
+	Store      eventstore.Store
+	closeStore func()
 	// Registry maps event type names to Go types.
 	Registry *domain.Registry
+	// App is the application's command and query handlers.
+	App *application.App
 	// Projections runs the read models when Config.RunProjections.
 	Projections *projections.Manager
+	// Operator rebuilds read models on an admin's request (with the API).
+	Operator *projections.Operator
+	// closers release what the roles used, in reverse order, after the
+	// roles stopped.
+	closers []func()
 	// API is the HTTP server; set by Run when Config.RunAPI.
 	API *api.Server
 
@@ -151,14 +167,10 @@ func (m *Main) Run(ctx context.Context) error {
 }
 
 // open connects everything serve needs, in dependency order, and collects
-// the roles and readiness checks.
+// the roles and readiness checks. Whatever it opened is released by Close,
+// even when it fails half-way.
 func (m *Main) open(ctx context.Context) error {
 	cfg := m.Config
-	if cfg.EventStoreKind() != EventStorePostgres {
-		return errors.New("EVENTSTORE_URL selects EventStoreDB, but this build has no EventStoreDB adapter yet; " +
-			"unset EVENTSTORE_URL to use the Postgres event store in DATABASE_URL")
-	}
-
 	pool, err := openDatabase(ctx, cfg, m.Logger, cfg.MigrateOnStart)
 	if err != nil {
 		return err
@@ -168,32 +180,196 @@ func (m *Main) open(ctx context.Context) error {
 		api.Check{Name: "database", Func: pool.Ping},
 		api.Check{Name: "migrations", Func: schemaCheck(pool)},
 	)
-
-	// Open the remaining parts here, in dependency order, and register what
-	// they contribute (a role, a readiness check); release them in Close.
-	store, err := postgres.Open(ctx, pool, postgres.Options{Logger: m.Logger})
-	if err != nil {
-		return fmt.Errorf("open the event store: %w", err)
+	if err := m.openEventStore(ctx); err != nil {
+		return err
 	}
-	m.Store = store
 	m.Registry = application.EventRegistry()
+	sealer, err := m.openSealer(ctx)
+	if err != nil {
+		return err
+	}
+	m.App = application.New(application.Options{
+		Store:    m.Store,
+		Registry: m.Registry,
+		Sealer:   sealer,
+		Logger:   m.Logger,
+		Workers:  projections.NewWorkerReader(pool),
+		Settings: projections.NewSettingsReader(pool),
+		Tasks:    projections.NewTaskReader(pool),
+		Regions:  cfg.AWSRegions,
+		Defaults: cfg.SettingsDefaults(),
+	})
 
+	all := projections.All(m.Registry)
 	if cfg.RunProjections {
-		m.Projections = projections.NewManager(store, pool, projections.All(m.Registry), projections.RunnerOptions{Logger: m.Logger})
+		m.Projections = projections.NewManager(m.Store, pool, all, projections.RunnerOptions{Logger: m.Logger})
 		m.roles = append(m.roles, role{name: "projections", run: m.Projections.Run})
 		m.readiness = append(m.readiness, api.Check{Name: "projections", Func: projectionsCheck(m.Projections)})
 	}
 
 	if cfg.RunAPI {
-		l, err := net.Listen("tcp", cfg.HTTPAddr)
-		if err != nil {
-			return fmt.Errorf("listen on HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
+		if err := m.openAPI(ctx, sealer, all); err != nil {
+			return err
 		}
-		m.listener = l
-		m.API = api.New(api.Options{Logger: m.Logger, Readiness: m.readiness})
-		m.roles = append(m.roles, role{name: "http", run: m.runHTTP})
 	}
 	return nil
+}
+
+// openEventStore opens the event store serve uses.
+func (m *Main) openEventStore(ctx context.Context) error {
+	store, closeStore, ping, err := openEventStore(ctx, m.Config, m.Pool, m.Logger)
+	if err != nil {
+		return err
+	}
+	m.Store, m.closeStore = store, closeStore
+	if ping != nil {
+		m.readiness = append(m.readiness, api.Check{Name: "eventstore", Func: ping})
+	}
+	return nil
+}
+
+// openEventStore opens the Postgres event store in pool, or EventStoreDB
+// when EVENTSTORE_URL is set (then ping checks that it answers).
+func openEventStore(ctx context.Context, cfg Config, pool *pgxpool.Pool, logger *slog.Logger) (store eventstore.Store, closeStore func(), ping func(context.Context) error, err error) {
+	if cfg.EventStoreKind() == EventStorePostgres {
+		s, err := postgres.Open(ctx, pool, postgres.Options{Logger: logger})
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("open the event store: %w", err)
+		}
+		return s, s.Close, nil, nil
+	}
+	s, err := esdb.Open(ctx, esdb.Options{
+		URL: cfg.EventStoreURL, Logger: logger,
+		ReadTimeout: cfg.EventStoreReadTimeout, TelemetryMaxAge: cfg.TelemetryRetention,
+	})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("open EventStoreDB: %w", err)
+	}
+	return s, s.Close, s.Ping, nil
+}
+
+// openSealer builds the sealer of secrets from SECRETS_KEY, or from a key
+// generated now in development (validation refuses that in production).
+func (m *Main) openSealer(ctx context.Context) (*sealing.Sealer, error) {
+	if m.Config.SecretsKey == "" {
+		m.Logger.WarnContext(ctx, "SECRETS_KEY is not set: using a key generated at start; "+
+			"a pending licence registration or an OIDC session will not survive a restart")
+		return sealing.New(sealing.RandomKey())
+	}
+	key, err := sealing.ParseKey(m.Config.SecretsKey)
+	if err != nil {
+		return nil, fmt.Errorf("SECRETS_KEY: %w", err)
+	}
+	return sealing.New(key)
+}
+
+// openAPI builds the authenticator, the application's auxiliary handlers
+// and the HTTP server, and binds the listener.
+func (m *Main) openAPI(ctx context.Context, sealer *sealing.Sealer, all []projections.Projection) error {
+	cfg := m.Config
+	authn, err := m.openAuth(ctx, sealer)
+	if err != nil {
+		return err
+	}
+	m.Operator = projections.NewOperator(projections.OperatorOptions{
+		Store: m.Store, Pool: m.Pool, Projections: all, Manager: m.Projections, Logger: m.Logger,
+	})
+	history := application.NewHistory(application.HistoryOptions{
+		Store: m.Store, Registry: m.Registry, Audit: projections.NewAuditReader(m.Pool),
+	})
+	system := application.NewSystem(application.SystemOptions{
+		Checks: []application.ComponentCheck{
+			{Name: "database", Check: m.Pool.Ping},
+			{Name: "event_store", Check: application.EventStoreCheck(m.Store)},
+		},
+		Projections: m.Operator,
+		Logger:      m.Logger,
+	})
+	l, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
+	}
+	m.listener = l
+	m.API = api.New(api.Options{
+		Logger: m.Logger, Readiness: m.readiness,
+		App: m.App, History: history, System: system, Admin: application.NewAdmin(m.Operator), Auth: authn,
+	})
+	m.roles = append(m.roles, role{name: "http", run: m.runHTTP})
+	return nil
+}
+
+// openAuth builds the session store (Postgres, or Redis with REDIS_URL),
+// the login limiter on the same backend, and the authenticator.
+func (m *Main) openAuth(ctx context.Context, sealer *sealing.Sealer) (*auth.Authenticator, error) {
+	cfg := m.Config
+	var (
+		store   sessions.Store
+		counter sessions.Counter
+	)
+	if cfg.RedisURL != "" {
+		opts, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			return nil, fmt.Errorf("REDIS_URL: %w", err)
+		}
+		client := redis.NewClient(opts)
+		if err := client.Ping(ctx).Err(); err != nil {
+			_ = client.Close()
+			return nil, fmt.Errorf("connect to Redis at %s: %w", redactConn(cfg.RedisURL), err)
+		}
+		m.closers = append(m.closers, func() { _ = client.Close() })
+		m.readiness = append(m.readiness, api.Check{Name: "redis", Func: func(ctx context.Context) error { return client.Ping(ctx).Err() }})
+		r := sessions.NewRedis(client, sessions.Options{})
+		store, counter = r, r
+	} else {
+		p := sessions.NewPostgres(m.Pool, sessions.Options{})
+		store, counter = p, p
+		m.roles = append(m.roles, role{name: "session-sweeper", run: sweepSessions(p, m.Logger)})
+	}
+	limit, err := sessions.ParseLimit(cfg.Auth.LoginRateLimit)
+	if err != nil {
+		return nil, fmt.Errorf("LOGIN_RATE_LIMIT: %w", err)
+	}
+	limiter, err := sessions.NewLimiter(counter, limit, nil)
+	if err != nil {
+		return nil, err
+	}
+	a := cfg.Auth
+	authn, err := auth.New(auth.Options{
+		Mode: auth.Mode(a.Mode), Environment: cfg.Environment, PublicURL: cfg.PublicURL, Logger: m.Logger,
+		Sessions: store, Limiter: limiter,
+		IdleTimeout: a.IdleTimeout, MaxLifetime: a.MaxLifetime, Warning: a.Warning,
+		Local: auth.LocalOptions{AccountsFile: a.AccountsFile, SigningKeyFile: a.SigningKeyFile, TokenTTL: a.TokenTTL},
+		OIDC: auth.OIDCOptions{
+			IssuerURL: a.OIDCIssuerURL, ClientID: a.OIDCClientID, ClientSecret: a.OIDCClientSecret,
+			Audience: a.OIDCAudience, Scopes: a.OIDCScopes, RolesClaims: a.OIDCRolesClaim,
+			PostLogoutRedirectURL: a.OIDCPostLogoutRedirectURL, SigningAlgorithms: a.OIDCSigningAlgs,
+			RefreshLeeway: a.OIDCRefreshLeeway, Sealer: sealer,
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("authentication: %w", err)
+	}
+	return authn, nil
+}
+
+// sweepSessions deletes expired Postgres sessions every few minutes.
+func sweepSessions(store *sessions.Postgres, logger *slog.Logger) func(context.Context) error {
+	return func(ctx context.Context) error {
+		t := time.NewTicker(5 * time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+				if n, err := store.Sweep(ctx); err != nil && ctx.Err() == nil {
+					logger.WarnContext(ctx, "sweeping expired sessions failed", slog.Any("error", err))
+				} else if n > 0 {
+					logger.DebugContext(ctx, "swept expired sessions", slog.Int64("sessions", n))
+				}
+			}
+		}
+	}
 }
 
 // serve runs every role until ctx is done or one fails.
@@ -252,8 +428,14 @@ func (m *Main) Close() error {
 			// that failed between listening and serving.
 			_ = m.listener.Close()
 		}
-		if m.Store != nil {
-			m.Store.Close()
+		if m.Operator != nil {
+			m.Operator.Close()
+		}
+		for i := len(m.closers) - 1; i >= 0; i-- {
+			m.closers[i]()
+		}
+		if m.closeStore != nil {
+			m.closeStore()
 		}
 		if m.Pool != nil {
 			m.Pool.Close()
