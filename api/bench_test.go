@@ -68,11 +68,26 @@ func newBenchServer(b *testing.B, withProjections bool) *benchServer {
 	if err != nil {
 		b.Fatal(err)
 	}
-	app := application.New(application.Options{
+	opts := application.Options{
 		Store: store, Sealer: sealer, Logger: quiet,
 		Workers: projections.NewWorkerReader(pool), Settings: projections.NewSettingsReader(pool), Tasks: projections.NewTaskReader(pool),
 		Regions: []string{"us-east-1", "us-west-2"}, Defaults: testDefaults,
-	})
+	}
+	if withProjections {
+		// As serve does: the worker catalog answers worker queries and gives
+		// commands their snapshots.
+		catalog := projections.NewWorkerCatalog(pool, projections.CatalogOptions{Logger: quiet})
+		cctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = catalog.Run(cctx) }()
+		b.Cleanup(func() { cancel(); <-done })
+		if err := catalog.WaitReady(cctx); err != nil {
+			b.Fatal(err)
+		}
+		opts.Workers = projections.NewCatalogReader(catalog, projections.NewWorkerReader(pool))
+		opts.WorkerSnapshots = catalog.Snapshot
+	}
+	app := application.New(opts)
 	op := projections.NewOperator(projections.OperatorOptions{Store: store, Pool: pool, Projections: all, Manager: manager, Logger: quiet})
 	b.Cleanup(op.Close)
 	s := New(Options{
@@ -349,11 +364,13 @@ func (bs *benchServer) fetch(b *testing.B, path string) []byte {
 // event), against the raw Store.Append from 16 writers (the same
 // stop_requested event with an exact expected revision, on distinct streams
 // that hold their imported event, as the command appends it) on the same
-// database. Projections do not run: this measures the command path.
+// database. The server runs as serve does (projections and the worker
+// catalog, whose snapshots spare the command a stream read).
 func BenchmarkStopWorker(b *testing.B) {
-	bs := newBenchServer(b, false)
+	bs := newBenchServer(b, true)
 	n := max(b.N, 64)
 	ids := bs.importWorkers(b, n)
+	bs.waitWorkers(b, n)
 	// The raw append: one stop_requested event per stream, after the
 	// imported one, as the command appends it.
 	raw := bs.importWorkers(b, n)

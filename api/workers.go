@@ -1,6 +1,7 @@
 package api
 
 import (
+	"fmt"
 	"net/http"
 	"time"
 
@@ -42,11 +43,51 @@ func (s *Server) listWorkers(c echo.Context) error {
 	if err := p.err(); err != nil {
 		return err
 	}
-	items, total, err := s.app.ListWorkers(c.Request().Context(), f)
+	ctx := c.Request().Context()
+	if page, ok, err := s.app.ListWorkersJSON(ctx, f); err != nil {
+		return err
+	} else if ok {
+		return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, page)
+	}
+	items, total, err := s.app.ListWorkers(ctx, f)
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, WorkerPage{Items: items, Total: total, Limit: f.Limit, Offset: f.Offset})
+	return writeWorkerPage(c, WorkerPage{Items: items, Total: total, Limit: f.Limit, Offset: f.Offset})
+}
+
+// writeWorkerPage writes a page of workers. When every worker carries its
+// JSON encoding (the in-memory worker catalog encodes each worker once), the
+// page is assembled from those bytes: a fleet listing then costs a copy, not
+// an encoding of every worker on every request.
+func writeWorkerPage(c echo.Context, page WorkerPage) error {
+	size := 64
+	for _, v := range page.Items {
+		b, ok := v.EncodedJSON()
+		if !ok {
+			return c.JSON(http.StatusOK, page)
+		}
+		size += len(b) + 1
+	}
+	buf := make([]byte, 0, size)
+	buf = append(buf, `{"items":[`...)
+	for i, v := range page.Items {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		b, _ := v.EncodedJSON()
+		buf = append(buf, b...)
+	}
+	buf = fmt.Appendf(buf, `],"total":%d,"limit":%d,"offset":%d}`, page.Total, page.Limit, page.Offset)
+	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, buf)
+}
+
+// writeWorker writes one worker, from its cached encoding when it has one.
+func writeWorker(c echo.Context, v application.WorkerView) error {
+	if b, ok := v.EncodedJSON(); ok {
+		return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, b)
+	}
+	return c.JSON(http.StatusOK, v)
 }
 
 func (s *Server) getWorker(c echo.Context) error {
@@ -59,7 +100,7 @@ func (s *Server) getWorker(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, v)
+	return writeWorker(c, v)
 }
 
 // CreateWorkerRequest is the body of POST /api/workers.

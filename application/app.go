@@ -27,6 +27,10 @@ type Options struct {
 	Workers  WorkerReadModel
 	Settings SettingsReadModel
 	Tasks    TaskReadModel
+	// WorkerSnapshots, optional, returns a recent in-memory state of a
+	// worker (the worker catalog); commands then skip reading the stream
+	// when that state is current (see Repository.WithSnapshots).
+	WorkerSnapshots func(id string) (*worker.Worker, bool)
 
 	// Regions the product manages; workers may be created only there.
 	Regions []string
@@ -64,9 +68,13 @@ func New(o Options) *App {
 		o.Logger = slog.Default()
 	}
 	o.Regions = slices.Clone(o.Regions)
+	workers := NewRepository(o.Store, o.Registry, worker.New, worker.Stream, o.Clock, o.IDs, o.Retry)
+	if o.WorkerSnapshots != nil {
+		workers.WithSnapshots(o.WorkerSnapshots)
+	}
 	return &App{
 		opts:      o,
-		workers:   NewRepository(o.Store, o.Registry, worker.New, worker.Stream, o.Clock, o.IDs, o.Retry),
+		workers:   workers,
 		settingsR: NewRepository(o.Store, o.Registry, settings.New, func(string) string { return settings.StreamName }, o.Clock, o.IDs, o.Retry),
 		tasks:     NewRepository(o.Store, o.Registry, task.New, task.Stream, o.Clock, o.IDs, o.Retry),
 	}

@@ -127,6 +127,9 @@ type bundle struct {
 	app   *application.App
 	clock *fakeClock
 	opts  application.Options
+	// catalogAt, when the app reads workers from a catalog, reports whether
+	// the catalog has caught up with a position.
+	catalogAt func(eventstore.Position) bool
 }
 
 type fakeClock struct {

@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 
 	"pgregory.net/rapid"
 
@@ -16,6 +19,7 @@ import (
 	"github.com/cmlcloud/cml-cloud-manager/application/rbac"
 	"github.com/cmlcloud/cml-cloud-manager/domain"
 	"github.com/cmlcloud/cml-cloud-manager/domain/worker"
+	"github.com/cmlcloud/cml-cloud-manager/projections"
 )
 
 // TestModelReadModelsEqualTheFold is the model check of the core: for random
@@ -23,7 +27,29 @@ import (
 // projections have caught up, each worker_view row equals the fold of the
 // worker's stream, and audit_log holds exactly one row per lifecycle event.
 func TestModelReadModelsEqualTheFold(t *testing.T) {
+	checkModel(t, setup(t))
+}
+
+// TestModelWithCatalogSnapshots runs the same model with commands that
+// decide on the in-memory worker catalog's snapshots (stale ones included:
+// commands follow each other faster than the catalog learns of them) and
+// queries answered by the catalog.
+func TestModelWithCatalogSnapshots(t *testing.T) {
 	b := setup(t)
+	catalog := projections.NewWorkerCatalog(b.pool, projections.CatalogOptions{Logger: slog.New(slog.DiscardHandler)})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = catalog.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	require.NoError(t, catalog.WaitReady(ctx))
+	b.opts.Workers = projections.NewCatalogReader(catalog, projections.NewWorkerReader(b.pool))
+	b.opts.WorkerSnapshots = catalog.Snapshot
+	b.app = application.New(b.opts)
+	b.catalogAt = func(pos eventstore.Position) bool { return !catalog.Head().Lifecycle.Less(pos) }
+	checkModel(t, b)
+}
+
+func checkModel(t *testing.T, b *bundle) {
 	registry := application.EventRegistry()
 	repo := application.NewRepository(b.store, registry, worker.New, worker.Stream, b.clock, application.UUIDv7{}, application.DefaultRetryPolicy)
 
@@ -52,6 +78,16 @@ func TestModelReadModelsEqualTheFold(t *testing.T) {
 		}
 		waitProjected(t, b, "worker_view", run.last)
 		waitProjected(t, b, "audit_log", run.last)
+		if b.catalogAt != nil {
+			want, _ := eventstore.ParsePosition(run.last)
+			deadline := time.Now().Add(15 * time.Second)
+			for !b.catalogAt(want) {
+				if time.Now().After(deadline) {
+					rt.Fatalf("the catalog never reached %s", want)
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+		}
 
 		for _, id := range run.ids {
 			folded, err := repo.Load(ctx, id)

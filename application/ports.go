@@ -6,6 +6,7 @@ package application
 
 import (
 	"context"
+	"encoding/json"
 	"time"
 
 	"github.com/google/uuid"
@@ -66,6 +67,32 @@ type WorkerView struct {
 	Position string `json:"position"`
 	// CreatedBy is the actor of the worker's first event.
 	CreatedBy Actor `json:"created_by"`
+	// WorkerTelemetry is the newest metrics sample and the labs count, from
+	// the telemetry read models.
+	WorkerTelemetry
+	// encoded, when set, is this view already encoded as JSON (a read model
+	// kept in memory encodes each worker once, not on every request).
+	encoded []byte
+}
+
+// WithJSON returns the view carrying its own JSON encoding, which
+// MarshalJSON then returns as is. The caller guarantees that encoded is the
+// encoding of this very view.
+func (v WorkerView) WithJSON(encoded []byte) WorkerView {
+	v.encoded = encoded
+	return v
+}
+
+// EncodedJSON returns the JSON encoding set by WithJSON, if any.
+func (v WorkerView) EncodedJSON() ([]byte, bool) { return v.encoded, v.encoded != nil }
+
+// MarshalJSON encodes the view, reusing a JSON encoding set by WithJSON.
+func (v WorkerView) MarshalJSON() ([]byte, error) {
+	if v.encoded != nil {
+		return v.encoded, nil
+	}
+	type plain WorkerView
+	return json.Marshal(plain(v))
 }
 
 // WorkerFilter selects workers.

@@ -30,6 +30,10 @@ var accessMatrix = []struct {
 		_, _, err := a.ListWorkers(ctx, application.WorkerFilter{})
 		return err
 	}},
+	{"ListWorkersJSON", "AAAAA--", func(ctx context.Context, a *application.App, _ string) error {
+		_, _, err := a.ListWorkersJSON(ctx, application.WorkerFilter{})
+		return err
+	}},
 	{"GetWorker", "AAAAA--", func(ctx context.Context, a *application.App, id string) error {
 		_, err := a.GetWorker(ctx, id)
 		return err
@@ -182,6 +186,10 @@ var accessMatrix = []struct {
 	}},
 	{"RecordLabActionFailed", "------A", func(ctx context.Context, a *application.App, id string) error {
 		_, err := a.RecordLabActionFailed(ctx, id, "r", "X", "")
+		return err
+	}},
+	{"WorkerState", "------A", func(ctx context.Context, a *application.App, id string) error {
+		_, err := a.WorkerState(ctx, id)
 		return err
 	}},
 }

@@ -66,13 +66,25 @@ var DefaultRetryPolicy = RetryPolicy{Attempts: 5, BaseDelay: 5 * time.Millisecon
 // Repository loads aggregates from their streams and appends the events a
 // decision returns, with the revision it loaded as the expectation.
 type Repository[A Aggregate] struct {
-	store    eventstore.Store
-	registry *domain.Registry
-	newFn    func() A
-	stream   func(id string) string
-	clock    Clock
-	ids      IDGenerator
-	retry    RetryPolicy
+	store     eventstore.Store
+	registry  *domain.Registry
+	newFn     func() A
+	stream    func(id string) string
+	clock     Clock
+	ids       IDGenerator
+	retry     RetryPolicy
+	snapshots func(id string) (A, bool)
+}
+
+// WithSnapshots makes the repository try a recent in-memory state of the
+// aggregate (such as a read model kept in memory) before reading its
+// stream. Only a decision that appends is taken on a snapshot, because the
+// append's expected revision proves the snapshot was current; a decision
+// that changes nothing or refuses is taken again on the stream, so a stale
+// snapshot never drops or refuses a command.
+func (r *Repository[A]) WithSnapshots(snapshot func(id string) (A, bool)) *Repository[A] {
+	r.snapshots = snapshot
+	return r
 }
 
 // NewRepository builds a repository for one aggregate type.
@@ -142,17 +154,33 @@ func Decode(registry *domain.Registry, rec eventstore.RecordedEvent) (domain.Eve
 func (r *Repository[A]) Update(ctx context.Context, id string, meta Metadata, decide func(A) ([]domain.Event, error)) (Saved, error) {
 	stream := r.stream(id)
 	var lastErr error
+	trySnapshot := r.snapshots != nil
 	for attempt := 1; attempt <= r.retry.Attempts; attempt++ {
-		if attempt > 1 {
+		if attempt > 1 && lastErr != nil {
 			if err := sleepJittered(ctx, r.retry.BaseDelay, attempt-1); err != nil {
 				return Saved{}, err
 			}
 		}
-		agg, err := r.Load(ctx, id)
-		if err != nil {
-			return Saved{}, err
+		var (
+			agg      A
+			snapshot bool
+			err      error
+		)
+		if trySnapshot {
+			trySnapshot = false
+			agg, snapshot = r.snapshots(id)
+		}
+		if !snapshot {
+			if agg, err = r.Load(ctx, id); err != nil {
+				return Saved{}, err
+			}
 		}
 		events, err := decide(agg)
+		if snapshot && (err != nil || len(events) == 0) {
+			// Refusals and no-ops are confirmed on the stream itself.
+			attempt--
+			continue
+		}
 		if err != nil {
 			return Saved{}, err
 		}
@@ -170,6 +198,12 @@ func (r *Repository[A]) Update(ctx context.Context, id string, meta Metadata, de
 		}
 		res, err := r.store.Append(ctx, stream, expected, data...)
 		if errors.Is(err, eventstore.ErrWrongExpectedVersion) {
+			if snapshot {
+				// The snapshot was stale: decide again on the stream,
+				// without counting an attempt or waiting.
+				attempt--
+				continue
+			}
 			lastErr = err
 			continue
 		}

@@ -272,8 +272,41 @@ func (a *App) RequestLabAction(ctx context.Context, id string, in LabAction) (Re
 // ListWorkers lists workers (any reader). By default terminated and removed
 // workers are left out.
 func (a *App) ListWorkers(ctx context.Context, f WorkerFilter) ([]WorkerView, int, error) {
-	if _, err := rbac.Authorize(ctx, rbac.WorkersRead); err != nil {
+	f, err := a.workerFilter(ctx, f)
+	if err != nil {
 		return nil, 0, err
+	}
+	return a.opts.Workers.ListWorkers(ctx, f)
+}
+
+// WorkerPageEncoder is an optional capability of a WorkerReadModel: it
+// returns a page of workers already encoded as the JSON object {"items":
+// [...], "total", "limit", "offset"}, typically from a cache that lives as
+// long as the workers do not change.
+type WorkerPageEncoder interface {
+	EncodedWorkerPage(ctx context.Context, f WorkerFilter) ([]byte, error)
+}
+
+// ListWorkersJSON is ListWorkers for the HTTP API: the page encoded as JSON,
+// when the read model can provide it (ok is false otherwise; then call
+// ListWorkers).
+func (a *App) ListWorkersJSON(ctx context.Context, f WorkerFilter) (page []byte, ok bool, err error) {
+	f, err = a.workerFilter(ctx, f)
+	if err != nil {
+		return nil, false, err
+	}
+	enc, can := a.opts.Workers.(WorkerPageEncoder)
+	if !can {
+		return nil, false, nil
+	}
+	page, err = enc.EncodedWorkerPage(ctx, f)
+	return page, err == nil, err
+}
+
+// workerFilter authorises a worker list and validates its filter.
+func (a *App) workerFilter(ctx context.Context, f WorkerFilter) (WorkerFilter, error) {
+	if _, err := rbac.Authorize(ctx, rbac.WorkersRead); err != nil {
+		return f, err
 	}
 	var p domain.Problems
 	if f.Status != "" {
@@ -294,12 +327,12 @@ func (a *App) ListWorkers(ctx context.Context, f WorkerFilter) ([]WorkerView, in
 		p.Add("q", "is longer than 200 characters")
 	}
 	if err := p.Err(); err != nil {
-		return nil, 0, err
+		return f, err
 	}
 	if f.Limit == 0 {
 		f.Limit = DefaultPageSize
 	}
-	return a.opts.Workers.ListWorkers(ctx, f)
+	return f, nil
 }
 
 // Paging bounds of list queries.

@@ -464,8 +464,12 @@ func TestRunnerNotCaughtUpBeyondTheFilterWindow(t *testing.T) {
 	e.appendEvents(t, "test", 1, 1)
 
 	release := make(chan struct{})
+	p := &countProjection{}
 	opts := e.runnerOptions()
 	opts.BeforeCommit = func(ctx context.Context) error {
+		if len(p.batchEnds()) == 0 {
+			return nil // a checkpoint-only commit over the filler
+		}
 		select {
 		case <-release:
 			return nil
@@ -473,7 +477,6 @@ func TestRunnerNotCaughtUpBeyondTheFilterWindow(t *testing.T) {
 			return ctx.Err()
 		}
 	}
-	p := &countProjection{}
 	r := NewRunner(e.store, e.pool, p, opts)
 	start(t, r.Run)
 	// The batch holding the matching event is stuck before its commit.

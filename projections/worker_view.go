@@ -203,7 +203,21 @@ var _ application.WorkerReadModel = (*WorkerReader)(nil)
 // NewWorkerReader returns a reader of worker_view.
 func NewWorkerReader(pool *pgxpool.Pool) *WorkerReader { return &WorkerReader{pool: pool} }
 
-const workerColumns = `id::text, revision, position_commit, position_prepare, created_by, state`
+// workerColumns are the worker_view columns of a worker, then its newest
+// metrics sample (worker_metrics) and its labs count (worker_labs); use them
+// with workerFrom.
+const workerColumns = `w.id::text, w.revision, w.position_commit, w.position_prepare, w.created_by, w.state,
+	m.m_at, m.m_sys, m.m_inst, m.m_cwc, m.m_cwm, m.m_cc, m.m_cm, m.m_cd, m.m_nr, m.m_nt, l.l_count`
+
+// workerFrom joins each worker_view row (alias w) with its newest metrics
+// sample and its labs count. The joined columns have names of their own, so
+// the unqualified worker_view columns of the filters stay unambiguous.
+const workerFrom = ` FROM worker_view w
+	LEFT JOIN LATERAL (SELECT sampled_at AS m_at, ec2_system_status AS m_sys, ec2_instance_status AS m_inst,
+	                          cloudwatch_cpu AS m_cwc, cloudwatch_memory AS m_cwm, cml_cpu AS m_cc, cml_memory AS m_cm,
+	                          cml_disk AS m_cd, nodes_running::float8 AS m_nr, nodes_total::float8 AS m_nt
+	                     FROM worker_metrics WHERE worker_id = w.id ORDER BY sampled_at DESC LIMIT 1) m ON true
+	LEFT JOIN LATERAL (SELECT labs_count AS l_count FROM worker_labs WHERE worker_id = w.id) l ON true`
 
 // scanWorker reads the workerColumns of a row, then any extra columns.
 func scanWorker(row pgx.Row, extra ...any) (application.WorkerView, error) {
@@ -212,8 +226,15 @@ func scanWorker(row pgx.Row, extra ...any) (application.WorkerView, error) {
 		id               string
 		commit, prepare  int64
 		createdBy, state []byte
+		mAt              *time.Time
+		mSys, mInst      *string
+		m                application.MetricsSample
+		labs             *int32
 	)
-	if err := row.Scan(append([]any{&id, &v.Revision, &commit, &prepare, &createdBy, &state}, extra...)...); err != nil {
+	dest := []any{&id, &v.Revision, &commit, &prepare, &createdBy, &state,
+		&mAt, &mSys, &mInst, &m.CloudWatchCPU, &m.CloudWatchMemory, &m.CMLCPU, &m.CMLMemory, &m.CMLDisk,
+		&m.NodesRunning, &m.NodesTotal, &labs}
+	if err := row.Scan(append(dest, extra...)...); err != nil {
 		return v, err
 	}
 	if err := json.Unmarshal(state, &v.State); err != nil {
@@ -221,12 +242,26 @@ func scanWorker(row pgx.Row, extra ...any) (application.WorkerView, error) {
 	}
 	_ = json.Unmarshal(createdBy, &v.CreatedBy)
 	v.Position = eventstore.Position{Commit: uint64(commit), Prepare: uint64(prepare)}.String()
+	if mAt != nil {
+		m.At, m.Samples = mAt.UTC(), 1
+		if mSys != nil {
+			m.EC2SystemStatus = *mSys
+		}
+		if mInst != nil {
+			m.EC2InstanceStatus = *mInst
+		}
+		v.LatestMetrics = &m
+	}
+	if labs != nil {
+		n := int(*labs)
+		v.LabsCount = &n
+	}
 	return v, nil
 }
 
 // GetWorker implements application.WorkerReadModel.
 func (r *WorkerReader) GetWorker(ctx context.Context, id string) (application.WorkerView, error) {
-	v, err := scanWorker(r.pool.QueryRow(ctx, `SELECT `+workerColumns+` FROM worker_view WHERE id = $1`, id))
+	v, err := scanWorker(r.pool.QueryRow(ctx, `SELECT `+workerColumns+workerFrom+` WHERE w.id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return v, fmt.Errorf("worker %s: %w", id, domain.ErrNotFound)
 	}
@@ -239,9 +274,9 @@ func (r *WorkerReader) GetWorker(ctx context.Context, id string) (application.Wo
 // FindByInstance implements application.WorkerReadModel. Terminated and
 // removed workers no longer manage their instance.
 func (r *WorkerReader) FindByInstance(ctx context.Context, region, instanceID string) (application.WorkerView, bool, error) {
-	v, err := scanWorker(r.pool.QueryRow(ctx, `SELECT `+workerColumns+` FROM worker_view
-		WHERE region = $1 AND instance_id = $2 AND status NOT IN ('terminated', 'removed')
-		ORDER BY created_at DESC LIMIT 1`, region, instanceID))
+	v, err := scanWorker(r.pool.QueryRow(ctx, `SELECT `+workerColumns+workerFrom+`
+		WHERE w.region = $1 AND w.instance_id = $2 AND w.status NOT IN ('terminated', 'removed')
+		ORDER BY w.created_at DESC LIMIT 1`, region, instanceID))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return v, false, nil
 	}
@@ -275,11 +310,11 @@ func (r *WorkerReader) ListWorkers(ctx context.Context, f application.WorkerFilt
 		p := arg("%" + escapeLike(q) + "%")
 		where = append(where, "(name ILIKE "+p+" OR instance_id ILIKE "+p+" OR region ILIKE "+p+" OR id::text = "+arg(strings.ToLower(q))+")")
 	}
-	sql := `SELECT ` + workerColumns + `, count(*) OVER () FROM worker_view`
+	sql := `SELECT ` + workerColumns + `, count(*) OVER ()` + workerFrom
 	if len(where) > 0 {
 		sql += " WHERE " + strings.Join(where, " AND ")
 	}
-	sql += " ORDER BY name, id LIMIT " + arg(f.Limit) + " OFFSET " + arg(f.Offset)
+	sql += " ORDER BY w.name, w.id LIMIT " + arg(f.Limit) + " OFFSET " + arg(f.Offset)
 	rows, err := r.pool.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("list workers: %w", err)

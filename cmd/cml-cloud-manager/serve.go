@@ -103,6 +103,8 @@ type Main struct {
 	Registry *domain.Registry
 	// App is the application's command and query handlers.
 	App *application.App
+	// Catalog is the in-memory replica of the worker read models.
+	Catalog *projections.WorkerCatalog
 	// Projections runs the read models when Config.RunProjections.
 	Projections *projections.Manager
 	// Operator rebuilds read models on an admin's request (with the API).
@@ -188,16 +190,27 @@ func (m *Main) open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The worker catalog keeps the worker read models in memory: queries
+	// read it and commands decide on its snapshots.
+	m.Catalog = projections.NewWorkerCatalog(pool, projections.CatalogOptions{Logger: m.Logger})
+	m.roles = append(m.roles, role{name: "worker-catalog", run: m.Catalog.Run})
+	m.readiness = append(m.readiness, api.Check{Name: "catalog", Func: func(context.Context) error {
+		if !m.Catalog.Ready() {
+			return errors.New("loading")
+		}
+		return nil
+	}})
 	m.App = application.New(application.Options{
-		Store:    m.Store,
-		Registry: m.Registry,
-		Sealer:   sealer,
-		Logger:   m.Logger,
-		Workers:  projections.NewWorkerReader(pool),
-		Settings: projections.NewSettingsReader(pool),
-		Tasks:    projections.NewTaskReader(pool),
-		Regions:  cfg.AWSRegions,
-		Defaults: cfg.SettingsDefaults(),
+		Store:           m.Store,
+		Registry:        m.Registry,
+		Sealer:          sealer,
+		Logger:          m.Logger,
+		Workers:         projections.NewCatalogReader(m.Catalog, projections.NewWorkerReader(pool)),
+		WorkerSnapshots: m.Catalog.Snapshot,
+		Settings:        projections.NewSettingsReader(pool),
+		Tasks:           projections.NewTaskReader(pool),
+		Regions:         cfg.AWSRegions,
+		Defaults:        cfg.SettingsDefaults(),
 	})
 
 	all := projections.All(m.Registry)
