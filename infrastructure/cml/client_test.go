@@ -281,7 +281,7 @@ func TestRefusedReloginIsAnAuthErrorWithoutLoop(t *testing.T) {
 	ctrl.ExpireTokens()
 	_, err = e.client.SystemHealth(ctx, ep)
 	ce := requireCloudError(t, err, application.CloudAuth, "403")
-	require.Equal(t, "cml:POST /authenticate", ce.Op)
+	require.Equal(t, "cml:POST /auth_extended", ce.Op)
 	require.False(t, ce.Retryable())
 	require.EqualValues(t, 2, e.fleet.Logins(), "one login, one re-login, no loop")
 	require.EqualValues(t, 2, e.fleet.Calls()["GET /system_health"])
@@ -675,4 +675,18 @@ func TestErrorClassification(t *testing.T) {
 func itoa(i int) string {
 	const digits = "0123456789"
 	return string([]byte{digits[i/100%10], digits[i/10%10], digits[i%10]})
+}
+
+func TestUserIDIsLearntAtLogin(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, cmlsim.Options{}, cml.Options{})
+	ep := e.boot("i-userid")
+	require.Empty(t, e.client.UserID(ep), "no login yet")
+	_, err := e.client.SystemHealth(ctx, ep)
+	require.NoError(t, err)
+	id := e.client.UserID(ep)
+	require.NotEmpty(t, id)
+	require.Empty(t, e.client.UserID("https://127.0.0.1:1/unknown"))
+	require.EqualValues(t, 1, e.fleet.Calls()["POST /auth_extended"])
 }

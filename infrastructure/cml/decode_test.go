@@ -209,13 +209,18 @@ func jwtWith(claims string) string {
 func TestDecodeTokenAndClaims(t *testing.T) {
 	t.Parallel()
 	tok := jwtWith(`{"iss":"com.cisco.virl","iat":1613750815,"exp":1613837215,"sub":"90f84e38-a71c-4d57-8d90-00fa8a197385"}`)
-	for _, body := range []string{`"` + tok + `"`, ` "` + tok + `"` + "\n", `{"username":"admin","id":"x","token":"` + tok + `","admin":true}`} {
-		got, err := decodeToken([]byte(body))
+	for body, wantID := range map[string]string{
+		`"` + tok + `"`:         "",
+		` "` + tok + `"` + "\n": "",
+		`{"username":"admin","id":"x","token":"` + tok + `","admin":true}`: "x",
+	} {
+		got, id, err := decodeToken([]byte(body))
 		require.NoError(t, err, body)
 		require.Equal(t, tok, got)
+		require.Equal(t, wantID, id)
 	}
 	for _, body := range []string{``, `""`, `{}`, `"a b"`, `<html>`, `42`} {
-		_, err := decodeToken([]byte(body))
+		_, _, err := decodeToken([]byte(body))
 		require.Error(t, err, body)
 	}
 

@@ -113,7 +113,7 @@ func FuzzDecodeToken(f *testing.F) {
 	f.Add([]byte(`{"token": "a.b.c"}`))
 	f.Add([]byte(`"a.e30.c"`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		tok, err := decodeToken(body)
+		tok, _, err := decodeToken(body)
 		if err != nil {
 			return
 		}

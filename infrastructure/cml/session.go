@@ -27,6 +27,9 @@ type session struct {
 	token     string
 	refreshAt time.Time // zero: the token's lifetime is unknown; keep it until a 401
 	lastUsed  time.Time
+	// userID is the controller's id of the user the client logs in as (from
+	// /auth_extended); "" until the first login.
+	userID string
 }
 
 func (s *session) valid(now time.Time, stale string) (string, bool) {
@@ -93,12 +96,15 @@ func (c *Client) token(ctx context.Context, endpoint, stale string) (string, err
 		// The login outlives a caller that gives up: others may be waiting.
 		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
 		defer cancel()
-		tok, refreshAt, err := c.login(lctx, endpoint)
+		tok, userID, refreshAt, err := c.login(lctx, endpoint)
 		if err != nil {
 			return "", err
 		}
 		s.mu.Lock()
 		s.token, s.refreshAt = tok, refreshAt
+		if userID != "" {
+			s.userID = userID
+		}
 		s.mu.Unlock()
 		c.forgetIdle(c.clock.Now())
 		return tok, nil
@@ -110,21 +116,37 @@ func (c *Client) token(ctx context.Context, endpoint, stale string) (string, err
 		}
 		return res.Val.(string), nil
 	case <-ctx.Done():
-		return "", transportError("cml:POST /authenticate", ctx.Err())
+		return "", transportError("cml:POST /auth_extended", ctx.Err())
 	}
 }
 
-// login posts the credentials to /authenticate and returns the token and
-// when to replace it.
-func (c *Client) login(ctx context.Context, endpoint string) (string, time.Time, error) {
-	req := request{method: http.MethodPost, path: "/authenticate", contentType: "application/json"}
+// UserID returns the controller's id of the user the client is logged in
+// as on endpoint, or "" before the first login there. The idle detection
+// uses it to leave the product's own calls out of a person's activity.
+func (c *Client) UserID(endpoint string) string {
+	c.mu.Lock()
+	s, ok := c.sessions[endpoint]
+	c.mu.Unlock()
+	if !ok {
+		return ""
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.userID
+}
+
+// login posts the credentials to /auth_extended (which answers the user's
+// id with the token) and returns the token, the user id and when to replace
+// the token.
+func (c *Client) login(ctx context.Context, endpoint string) (token, userID string, refreshAt time.Time, err error) {
+	req := request{method: http.MethodPost, path: "/auth_extended", contentType: "application/json"}
 	req.body, _ = json.Marshal(struct {
 		Username string `json:"username"`
 		Password string `json:"password"`
 	}{c.username, c.password})
 	target, err := apiURL(endpoint, req.path, nil)
 	if err != nil {
-		return "", time.Time{}, &application.CloudError{Kind: application.CloudInvalid, Op: req.op(), Message: err.Error(), Err: err}
+		return "", "", time.Time{}, &application.CloudError{Kind: application.CloudInvalid, Op: req.op(), Message: err.Error(), Err: err}
 	}
 	c.logins.Add(1)
 	if c.onLogin != nil {
@@ -132,17 +154,16 @@ func (c *Client) login(ctx context.Context, endpoint string) (string, time.Time,
 	}
 	resp, err := c.send(ctx, target, req, "")
 	if err != nil {
-		return "", time.Time{}, err
+		return "", "", time.Time{}, err
 	}
 	if resp.status != http.StatusOK {
-		return "", time.Time{}, statusError(req.op(), resp)
+		return "", "", time.Time{}, statusError(req.op(), resp)
 	}
-	tok, err := decodeToken(resp.body)
+	tok, userID, err := decodeToken(resp.body)
 	if err != nil {
-		return "", time.Time{}, decodeFailure(req.op(), resp, err)
+		return "", "", time.Time{}, decodeFailure(req.op(), resp, err)
 	}
 	now := c.clock.Now()
-	var refreshAt time.Time
 	if exp, iat, ok := jwtTimes(tok); ok {
 		lifetime := exp.Sub(now)
 		if !iat.IsZero() && exp.After(iat) {
@@ -150,31 +171,31 @@ func (c *Client) login(ctx context.Context, endpoint string) (string, time.Time,
 		}
 		refreshAt = exp.Add(-min(maxRefreshMargin, lifetime/10))
 	}
-	c.log.DebugContext(ctx, "CML login", "endpoint", endpoint, "refresh_at", refreshAt)
-	return tok, refreshAt, nil
+	c.log.DebugContext(ctx, "CML login", "endpoint", endpoint, "user_id", userID, "refresh_at", refreshAt)
+	return tok, userID, refreshAt, nil
 }
 
-// decodeToken reads the answer of /authenticate (a bare JSON string) or of
-// /auth_extended (an object with "token").
-func decodeToken(body []byte) (string, error) {
+// decodeToken reads the answer of /auth_extended (an object with "token"
+// and the user's "id") or of /authenticate (a bare JSON string, no id).
+func decodeToken(body []byte) (token, userID string, err error) {
 	body = bytes.TrimSpace(body)
-	var tok string
 	if len(body) > 0 && body[0] == '{' {
 		var ext struct {
 			Token string `json:"token"`
+			ID    string `json:"id"`
 		}
 		if err := json.Unmarshal(body, &ext); err != nil {
-			return "", err
+			return "", "", err
 		}
-		tok = ext.Token
-	} else if err := json.Unmarshal(body, &tok); err != nil {
-		return "", err
+		token, userID = ext.Token, strings.TrimSpace(ext.ID)
+	} else if err := json.Unmarshal(body, &token); err != nil {
+		return "", "", err
 	}
-	tok = strings.TrimSpace(tok)
-	if tok == "" || strings.ContainsAny(tok, " \t\r\n") {
-		return "", errors.New("no token in the answer")
+	token = strings.TrimSpace(token)
+	if token == "" || strings.ContainsAny(token, " \t\r\n") {
+		return "", "", errors.New("no token in the answer")
 	}
-	return tok, nil
+	return token, userID, nil
 }
 
 // jwtTimes reads the exp and iat claims of a JWT without verifying it (the

@@ -167,7 +167,7 @@ func TestSecretsStayOutOfErrors(t *testing.T) {
 	ctx := context.Background()
 	const token = "eyJhbGciOiJIUzI1NiJ9.eyJleHAiOjQxMDI0NDQ4MDB9.c2VjcmV0LXNpZ25hdHVyZQ"
 	client, ep := cannedServer(t, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/api/v0/authenticate" {
+		if r.URL.Path == "/api/v0/auth_extended" {
 			_, _ = w.Write([]byte(`"` + token + `"`))
 			return
 		}
@@ -193,7 +193,7 @@ func TestLabsListToleratesADeletedLab(t *testing.T) {
 	var failBroken atomic.Bool
 	client, ep := cannedServer(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
-		case "/api/v0/authenticate":
+		case "/api/v0/auth_extended":
 			_, _ = w.Write([]byte(`"a.b.c"`))
 		case "/api/v0/labs":
 			if r.URL.Query().Get("show_all") != "true" {
@@ -243,7 +243,7 @@ func TestDownloadAcceptsTextAndJSONString(t *testing.T) {
 	const yaml = "lab:\n  version: 0.3.0\n  title: \"quoted\"\n"
 	for _, body := range []string{yaml, `"lab:\n  version: 0.3.0\n  title: \"quoted\"\n"`} {
 		client, ep := cannedServer(t, func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == "/api/v0/authenticate" {
+			if r.URL.Path == "/api/v0/auth_extended" {
 				_, _ = w.Write([]byte(`"a.b.c"`))
 				return
 			}
@@ -258,7 +258,7 @@ func TestDownloadAcceptsTextAndJSONString(t *testing.T) {
 func TestUndecodableSuccessIsAnError(t *testing.T) {
 	t.Parallel()
 	client, ep := cannedServer(t, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/api/v0/authenticate" {
+		if r.URL.Path == "/api/v0/auth_extended" {
 			_, _ = w.Write([]byte(`"a.b.c"`))
 			return
 		}
