@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -379,4 +380,70 @@ func TestIdleStatusExplainsTheDecision(t *testing.T) {
 
 	_, err = b.app.IdleStatus(as("x", "", rbac.RoleIntegrator), res.ID)
 	require.True(t, errors.Is(err, rbac.ErrForbidden))
+}
+
+// Imports of one instance racing each other: the read model cannot tell
+// them apart (neither is projected yet), the instance's claim stream can.
+// Exactly one wins; every other gets the winner's id.
+func TestConcurrentImportsOfOneInstanceCreateOneWorker(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const racers = 8
+	in := application.ImportWorker{Region: "us-west-2", InstanceID: "i-0feedfacefeedface", State: worker.EC2Running}
+	var (
+		wg      sync.WaitGroup
+		results = make([]application.Result, racers)
+		errs    = make([]error, racers)
+	)
+	for i := range racers {
+		wg.Go(func() { results[i], errs[i] = b.app.ImportWorker(adminCtx, in) })
+	}
+	wg.Wait()
+	var winner string
+	for i, err := range errs {
+		if err == nil {
+			require.Empty(t, winner, "two imports of one instance succeeded")
+			winner = results[i].ID
+		}
+	}
+	require.NotEmpty(t, winner, "no import succeeded: %v", errs)
+	for _, err := range errs {
+		if err != nil {
+			var am *application.AlreadyManagedError
+			require.ErrorAs(t, err, &am)
+			require.Equal(t, winner, am.WorkerID)
+		}
+	}
+	// The losers appended nothing to any worker stream: the claim stream
+	// names the winner alone.
+	recs := readStream(t, b, worker.InstanceClaimStream("us-west-2", "i-0feedfacefeedface"))
+	require.Len(t, recs, 1)
+	require.Equal(t, "worker.instance_claimed.v1", recs[0].Type)
+}
+
+// A claim whose worker never appeared (the process died between the claim
+// and the import) holds for a grace period only.
+func TestAnOrphanClaimExpires(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const instance = "i-0dead0000dead0000"
+	orphan := "01930f6e-7d2a-7c3b-9e4f-5a6b7c8d9e0f"
+	data, err := json.Marshal(worker.InstanceClaimed{Region: "us-east-1", InstanceID: instance, WorkerID: orphan})
+	require.NoError(t, err)
+	md, err := json.Marshal(map[string]any{"occurred_at": b.clock.Now()})
+	require.NoError(t, err)
+	_, err = b.store.Append(context.Background(), worker.InstanceClaimStream("us-east-1", instance), eventstore.NoStream,
+		eventstore.EventData{ID: "01930f6e-0000-7c3b-9e4f-5a6b7c8d9e0f", Type: "worker.instance_claimed.v1", Data: data, Metadata: md})
+	require.NoError(t, err)
+
+	in := application.ImportWorker{Region: "us-east-1", InstanceID: instance, State: worker.EC2Stopped}
+	_, err = b.app.ImportWorker(adminCtx, in)
+	var am *application.AlreadyManagedError
+	require.ErrorAs(t, err, &am, "within the grace period the import in flight wins")
+	require.Equal(t, orphan, am.WorkerID)
+
+	b.clock.Advance(2 * time.Minute)
+	res, err := b.app.ImportWorker(adminCtx, in)
+	require.NoError(t, err)
+	require.NotEqual(t, orphan, res.ID)
 }

@@ -144,6 +144,13 @@ func (a *App) ImportWorker(ctx context.Context, in ImportWorker) (Result, error)
 		IdleDetectionEnabled: eff.IdleDetectionEnabled,
 	}
 	id := a.opts.IDs.NewID()
+	// Validate before claiming: a refused import must not hold the claim.
+	if _, err := worker.New().Import(id, spec); err != nil {
+		return Result{}, err
+	}
+	if err := a.claimInstance(ctx, p, in.Region, in.InstanceID, id); err != nil {
+		return Result{}, err
+	}
 	saved, err := a.workers.Update(ctx, id, a.metadata(ctx, p, "worker.import"), func(w *worker.Worker) ([]domain.Event, error) {
 		return w.Import(id, spec)
 	})

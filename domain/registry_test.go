@@ -287,7 +287,7 @@ func TestAllEventNames(t *testing.T) {
 		all = append(all, events...)
 	}
 	reg := domain.NewRegistry(all...) // panics on a duplicate
-	assert.Len(t, reg.Types(), 33+1+3)
+	assert.Len(t, reg.Types(), 34+1+3)
 }
 
 func TestErrors(t *testing.T) {

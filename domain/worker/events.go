@@ -33,6 +33,7 @@ func Events() []domain.Event {
 		IdleDetectionEnabled{}, IdleDetectionDisabled{}, ActivityObserved{}, IdleDetected{},
 		LabActionRequested{}, LabActionCompleted{}, LabActionFailed{},
 		MetricsSampled{}, LabsObserved{},
+		InstanceClaimed{},
 	}
 }
 

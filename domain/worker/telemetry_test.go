@@ -190,6 +190,11 @@ func TestApplyEveryLifecycleEvent(t *testing.T) {
 				return
 			}
 			w := fold(t, history(gRunning, false)...)
+			if _, claim := e.(worker.InstanceClaimed); claim {
+				// Recorded in an instance's claim stream, never a worker's.
+				require.Error(t, w.Apply(e, later))
+				return
+			}
 			before := w.Version()
 			require.NoError(t, w.Apply(e, later))
 			assert.Equal(t, before+1, w.Version())
