@@ -95,6 +95,11 @@ func newBenchServer(b *testing.B, withProjections bool) *benchServer {
 		History: application.NewHistory(application.HistoryOptions{Store: store, Audit: projections.NewAuditReader(pool)}),
 		System:  application.NewSystem(application.SystemOptions{Projections: op, Logger: quiet}),
 		Admin:   application.NewAdmin(op),
+		// The shared simulated cloud and insert-only jobs of TestMain.
+		Telemetry: application.NewTelemetry(app, projections.NewMetricsReader(pool), projections.NewLabsReader(pool)),
+		Jobs:      application.NewJobControl(app, shared.jobs),
+		Fleet: application.NewFleet(app, shared.cloud.Provider, shared.cloud.CML,
+			application.FleetOptions{EndpointTemplate: shared.cloud.EndpointTemplate}),
 	})
 	ts := httptest.NewServer(s.Handler())
 	b.Cleanup(ts.Close)

@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -83,20 +84,28 @@ func (testAuthenticator) Register(g *echo.Group) {
 // env is one test's application, server and client over the shared
 // database.
 type env struct {
-	app      *application.App
-	history  *application.History
-	system   *application.System
-	admin    *application.Admin
-	operator *projections.Operator
-	server   *Server
-	logs     *syncBuffer
-	url      string
-	client   *http.Client
+	app       *application.App
+	history   *application.History
+	system    *application.System
+	admin     *application.Admin
+	operator  *projections.Operator
+	telemetry *application.Telemetry
+	jobs      *application.JobControl
+	fleet     *application.Fleet
+	server    *Server
+	logs      *syncBuffer
+	url       string
+	client    *http.Client
 }
 
 type envOptions struct {
 	noRouteGate bool
 	rebuild     projections.RebuildOptions
+	// streams, when set, enables the event streams over a worker catalog
+	// of the env's own (see newTestStreams).
+	streams *streamConfig
+	// auth replaces testAuthenticator (the external tests use api/auth).
+	auth Authenticator
 }
 
 // testDefaults are the environment's runtime settings.
@@ -151,19 +160,27 @@ func newEnv(t testing.TB, o ...envOptions) *env {
 			},
 			Projections: operator, Logger: quiet,
 		}),
+		telemetry: application.NewTelemetry(app, projections.NewMetricsReader(pool), projections.NewLabsReader(pool)),
+		jobs:      application.NewJobControl(app, shared.jobs),
+		fleet: application.NewFleet(app, shared.cloud.Provider, shared.cloud.CML,
+			application.FleetOptions{EndpointTemplate: shared.cloud.EndpointTemplate}),
 		logs: &syncBuffer{},
 	}
 	e.server = New(Options{
-		Logger:  slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
-		App:     e.app,
-		History: e.history,
-		System:  e.system,
-		Admin:   e.admin,
-		Auth:    testAuthenticator{},
-		Metrics: prometheus.NewRegistry(),
+		Logger:    slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		App:       e.app,
+		History:   e.history,
+		System:    e.system,
+		Admin:     e.admin,
+		Auth:      cmp.Or[Authenticator](opts.auth, testAuthenticator{}),
+		Telemetry: e.telemetry,
+		Jobs:      e.jobs,
+		Fleet:     e.fleet,
+		Metrics:   prometheus.NewRegistry(),
 		Readiness: []Check{
 			{Name: "database", Func: pool.Ping},
 		},
+		Streams:     newTestStreams(t, opts.streams),
 		noRouteGate: opts.noRouteGate,
 	})
 	ts := httptest.NewServer(e.server.Handler())

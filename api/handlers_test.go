@@ -64,7 +64,9 @@ func TestCreateAndListWorkers(t *testing.T) {
 	require.Equal(t, "netops", v.Tags["team"])
 	require.Equal(t, "u-admin", v.CreatedBy.Subject)
 
-	// The request id is the correlation id of the recorded event.
+	// The request id is the correlation id of the recorded event. The
+	// history reads audit_log, which may lag worker_view.
+	waitProjected(t, "audit_log", v.Position)
 	hist := e.do(t, request{method: http.MethodGet, path: loc + "/history", as: "auditor"})
 	require.Equal(t, http.StatusOK, hist.status, "body %s", hist.body)
 	var page application.AuditPage
@@ -670,7 +672,7 @@ func TestInternalErrorsAreLoggedNotLeaked(t *testing.T) {
 	logs := &syncBuffer{}
 	s := New(Options{
 		Logger: slog.New(slog.NewJSONHandler(logs, nil)), App: app, History: e.history, System: e.system,
-		Admin: e.admin, Auth: testAuthenticator{},
+		Admin: e.admin, Auth: testAuthenticator{}, Telemetry: e.telemetry, Jobs: e.jobs, Fleet: e.fleet,
 	})
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest(http.MethodGet, "/api/workers", nil)

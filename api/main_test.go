@@ -14,8 +14,11 @@ import (
 
 	"github.com/cmlcloud/cml-cloud-manager/application"
 	"github.com/cmlcloud/cml-cloud-manager/infrastructure/eventstore/postgres"
+	"github.com/cmlcloud/cml-cloud-manager/infrastructure/jobs"
+	"github.com/cmlcloud/cml-cloud-manager/infrastructure/jobs/simulation"
 	"github.com/cmlcloud/cml-cloud-manager/infrastructure/pgdb"
 	"github.com/cmlcloud/cml-cloud-manager/infrastructure/pgdb/pgtest"
+	"github.com/cmlcloud/cml-cloud-manager/infrastructure/sealing"
 	"github.com/cmlcloud/cml-cloud-manager/projections"
 )
 
@@ -27,6 +30,10 @@ var shared struct {
 	pool    *pgxpool.Pool
 	store   *postgres.Store
 	manager *projections.Manager
+	// cloud is the built-in cloud simulator with the real AWS and CML
+	// adapters pointed at it; jobs only inserts (no job runs here).
+	cloud *simulation.Cloud
+	jobs  *jobs.Service
 }
 
 func TestMain(m *testing.M) {
@@ -87,10 +94,51 @@ func startShared(url string) (stop func(), err error) {
 		defer close(done)
 		_ = m.Run(ctx)
 	}()
-	shared.url, shared.pool, shared.store, shared.manager = url, pool, store, m
-	return func() {
+	cloud, err := simulation.Start(ctx, simulation.Options{
+		Regions: []string{"us-east-1", "us-west-2"}, Logger: quiet,
+		BootDelay: time.Millisecond, ReadyDelay: time.Millisecond, LicenseDelay: time.Millisecond, NodeBootDelay: time.Millisecond,
+	})
+	if err != nil {
 		cancel()
 		<-done
+		store.Close()
+		pool.Close()
+		return nil, err
+	}
+	registry := application.EventRegistry()
+	sealer, err := sealing.New(sealing.RandomKey())
+	if err != nil {
+		panic(err)
+	}
+	app := application.New(application.Options{
+		Store: store, Registry: registry, Sealer: sealer, Logger: quiet,
+		Workers: projections.NewWorkerReader(pool), Settings: projections.NewSettingsReader(pool),
+		Tasks: projections.NewTaskReader(pool), Regions: []string{"us-east-1", "us-west-2"}, Defaults: testDefaults,
+	})
+	js, err := jobs.New(ctx, pool, jobs.Deps{
+		App: app, Telemetry: application.NewTelemetry(app, projections.NewMetricsReader(pool), projections.NewLabsReader(pool)),
+		Cloud: cloud.Provider, CML: cloud.CML, Sealer: sealer, Store: store, Registry: registry,
+		Workers: projections.NewWorkerReader(pool), Settings: projections.NewSettingsReader(pool),
+		Defaults: testDefaults, Regions: []string{"us-east-1", "us-west-2"}, Logger: quiet,
+	}, jobs.Options{InsertOnly: true, EndpointTemplate: cloud.EndpointTemplate})
+	if err == nil {
+		err = js.Start(ctx)
+	}
+	if err != nil {
+		cancel()
+		<-done
+		_ = cloud.Close()
+		store.Close()
+		pool.Close()
+		return nil, err
+	}
+	shared.url, shared.pool, shared.store, shared.manager = url, pool, store, m
+	shared.cloud, shared.jobs = cloud, js
+	return func() {
+		_ = js.Stop(context.Background())
+		cancel()
+		<-done
+		_ = cloud.Close()
 		store.Close()
 		pool.Close()
 	}, nil

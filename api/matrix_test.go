@@ -25,6 +25,9 @@ type matrixCase struct {
 	override map[string]int
 	// after runs once the call is done (to wait for a background rebuild).
 	after func(t *testing.T, e *env)
+	// stream marks a server-sent event route: a 200 is read up to its
+	// first frame, then closed (the body never ends).
+	stream bool
 }
 
 func get(path string) func(*testing.T, *env) request {
@@ -71,12 +74,24 @@ var matrixCases = map[string]matrixCase{
 	"POST /api/workers/{id}/labs/{lab}/wipe":  {ok: 202, prepare: onWorker(http.MethodPost, "/labs/lab-1/wipe", worker.EC2Running, nil, "")},
 	"DELETE /api/workers/{id}/labs/{lab}":     {ok: 202, prepare: onWorker(http.MethodDelete, "/labs/lab-1", worker.EC2Running, nil, "")},
 	"GET /api/workers/{id}/history":           {ok: 200, prepare: onWorker(http.MethodGet, "/history", worker.EC2Running, nil, "")},
-	"GET /api/workers/{id}/state":             {ok: 200, prepare: onWorkerStateNow},
-	"GET /api/audit":                          {ok: 200, prepare: get("/api/audit?limit=5")},
-	"GET /api/settings":                       {ok: 200, prepare: get("/api/settings")},
-	"PUT /api/settings":                       {ok: 200, prepare: putSettings},
-	"GET /api/system/health":                  {ok: 200, prepare: get("/api/system/health")},
-	"GET /api/admin/projections":              {ok: 200, prepare: get("/api/admin/projections")},
+	"POST /api/workers/import": {ok: 201, prepare: func(t *testing.T, e *env) request {
+		in := launchOutOfBand(t, "matrix-import")
+		return request{method: http.MethodPost, path: "/api/workers/import", body: map[string]any{"region": "us-east-1", "instance_id": in.ID}}
+	}},
+	"POST /api/workers/{id}/refresh":            {ok: 202, prepare: onWorker(http.MethodPost, "/refresh", worker.EC2Running, nil, "")},
+	"GET /api/workers/{id}/metrics":             {ok: 200, prepare: onWorker(http.MethodGet, "/metrics", worker.EC2Running, nil, "")},
+	"GET /api/workers/{id}/labs":                {ok: 200, prepare: onWorker(http.MethodGet, "/labs", worker.EC2Running, nil, "")},
+	"GET /api/workers/{id}/labs/{lab}/download": {ok: 200, prepare: onSimulatedLab("/download")},
+	"GET /api/system/jobs":                      {ok: 200, prepare: get("/api/system/jobs")},
+	"POST /api/system/jobs/{kind}/run": {ok: 202, prepare: func(*testing.T, *env) request {
+		return request{method: http.MethodPost, path: "/api/system/jobs/idle_check/run"}
+	}},
+	"GET /api/workers/{id}/state": {ok: 200, prepare: onWorkerStateNow},
+	"GET /api/audit":              {ok: 200, prepare: get("/api/audit?limit=5")},
+	"GET /api/settings":           {ok: 200, prepare: get("/api/settings")},
+	"PUT /api/settings":           {ok: 200, prepare: putSettings},
+	"GET /api/system/health":      {ok: 200, prepare: get("/api/system/health")},
+	"GET /api/admin/projections":  {ok: 200, prepare: get("/api/admin/projections")},
 	"POST /api/admin/projections/{name}/rebuild": {ok: 202, after: waitRebuilds, prepare: func(*testing.T, *env) request {
 		return request{method: http.MethodPost, path: "/api/admin/projections/task_view/rebuild"}
 	}},
@@ -95,6 +110,10 @@ var matrixCases = map[string]matrixCase{
 	"GET /healthz":           {ok: 200, prepare: get("/healthz")},
 	"GET /readyz":            {ok: 200, prepare: get("/readyz")},
 	"GET /metrics":           {ok: 200, prepare: get("/metrics")},
+	// The streams' first frame: a worker's snapshot, the worker's first
+	// domain event.
+	"GET /api/events/stream": {ok: 200, stream: true, prepare: streamOfWorker("/api/events/stream?worker_ids=")},
+	"GET /api/events/domain": {ok: 200, stream: true, prepare: streamOfWorker("/api/events/domain?worker_id=")},
 }
 
 func onWorkerStateNow(t *testing.T, e *env) request {
@@ -141,7 +160,7 @@ func TestRBACMatrix(t *testing.T) {
 		off  bool
 	}{{"Gate", false}, {"ApplicationOnly", true}} {
 		t.Run(gate.name, func(t *testing.T) {
-			e := newEnv(t, envOptions{noRouteGate: gate.off})
+			e := newEnv(t, envOptions{noRouteGate: gate.off, streams: &streamConfig{}})
 			for _, r := range Routes() {
 				if r.Access == AccessAuthenticator {
 					continue // the authenticator's own routes; its tests cover them
@@ -157,7 +176,12 @@ func TestRBACMatrix(t *testing.T) {
 						want := expectedStatus(r, c, caller)
 						rq := c.prepare(t, e)
 						rq.as = caller
-						res := e.do(t, rq)
+						var res response
+						if c.stream {
+							res = e.doStream(t, rq)
+						} else {
+							res = e.do(t, rq)
+						}
 						require.Equal(t, want, res.status, "%s as %s: body %s", key, caller, res.body)
 						switch {
 						case want == http.StatusUnauthorized:

@@ -42,7 +42,7 @@ var problemCodes = []string{
 var errorResponses = map[int]struct {
 	name, desc string
 }{
-	http.StatusBadRequest:            {"BadRequest", "Malformed JSON (`bad_request`), or invalid input (`invalid`, with `problems` listing each field and reason)."},
+	http.StatusBadRequest:            {"BadRequest", "Malformed JSON (`bad_request`), invalid input (`invalid`, with `problems` listing each field and reason), or an import look-up matching several instances (`ambiguous`, with `instance_ids`)."},
 	http.StatusUnauthorized:          {"Unauthenticated", "No credentials (`unauthenticated`), an invalid or expired bearer token (`invalid_token`) or session (`session_expired`), each with a WWW-Authenticate header; or a wrong username or password (`invalid_credentials`)."},
 	http.StatusForbidden:             {"Forbidden", "The caller's roles do not allow this (`forbidden`), or a cookie-authenticated unsafe request without a CSRF token or same-origin Origin (`csrf`)."},
 	http.StatusNotFound:              {"NotFound", "No such resource (`not_found`), or a route of the other authentication mode (`not_available`)."},
@@ -51,7 +51,8 @@ var errorResponses = map[int]struct {
 	http.StatusUnsupportedMediaType:  {"UnsupportedMediaType", "The body's Content-Type is not accepted (`unsupported_media_type`)."},
 	http.StatusTooManyRequests:       {"TooManyRequests", "Too many attempts (`rate_limited`); Retry-After says when to try again."},
 	http.StatusInternalServerError:   {"Internal", "An internal error (`internal`), logged with the request id; details are never returned."},
-	http.StatusServiceUnavailable:    {"Unavailable", "Not ready (`not_ready`, with `checks`) or unavailable (`unavailable`)."},
+	http.StatusBadGateway:            {"UpstreamError", "A call to AWS or a CML controller made for this request failed (`upstream_error`, with `operation`, `kind` and `upstream_code`)."},
+	http.StatusServiceUnavailable:    {"Unavailable", "Not ready (`not_ready`, with `checks`), unavailable (`unavailable`), or a call to AWS or a CML controller that may succeed later (`upstream_unavailable`, with `operation`, `kind` and `upstream_code`)."},
 }
 
 // buildOpenAPI generates the OpenAPI 3.1 document of the route table.
@@ -368,6 +369,7 @@ func tags() []any {
 		{"system", "Service health."},
 		{"admin", "Read-model administration."},
 		{"tasks", "Tasks (the RBAC sample)."},
+		{"events", "Server-sent event streams: the dashboard's and the integrators' domain stream."},
 		{"auth", "Login, sessions and tokens."},
 		{"docs", "This document and its page."},
 		{"ops", "Probes and metrics."},

@@ -39,6 +39,9 @@ const (
 	CodeInternal             = "internal"
 	CodeNotReady             = "not_ready"
 	CodeUnavailable          = "unavailable"
+	CodeAmbiguous            = "ambiguous"
+	CodeUpstreamUnavailable  = "upstream_unavailable"
+	CodeUpstreamError        = "upstream_error"
 
 	// CodeUnauthorized is the code of a 401, under its former constant
 	// name; it equals CodeUnauthenticated.
@@ -229,9 +232,18 @@ func domainProblem(err error) *Problem {
 		nf  *application.NotFoundError
 		ny  *application.NotYetError
 		fe  *rbac.ForbiddenError
+		amb *application.AmbiguousImportError
+		lna *application.LabNotAvailableError
+		ce  *application.CloudError
 		out *Problem
 	)
 	switch {
+	case errors.As(err, &amb):
+		out = &Problem{Status: http.StatusBadRequest, Code: CodeAmbiguous, Detail: upperFirst(amb.Error()) + ".",
+			Extensions: map[string]any{"instance_ids": amb.InstanceIDs}}
+	case errors.As(err, &lna):
+		out = &Problem{Status: http.StatusConflict, Code: CodeIllegalTransition, Detail: upperFirst(lna.Error()) + ".",
+			Extensions: map[string]any{"current_status": lna.Status}}
 	case errors.As(err, &ve):
 		problems := make([]domain.Problem, len(ve.Problems))
 		copy(problems, ve.Problems)
@@ -270,6 +282,8 @@ func domainProblem(err error) *Problem {
 	case errors.Is(err, application.ErrRebuildInProgress):
 		out = &Problem{Status: http.StatusConflict, Code: CodeRebuildInProgress,
 			Detail: "A rebuild of this read model is already running."}
+	case errors.As(err, &ce):
+		out = cloudProblem(ce)
 	}
 	return out
 }
@@ -306,4 +320,23 @@ func writeProblem(c echo.Context, p *Problem) error {
 	}
 	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
 	return c.Blob(p.Status, ProblemContentType, b)
+}
+
+// cloudProblem maps a failed call to AWS or a CML controller made on the
+// caller's behalf: 503 when it may succeed if retried later, 502 otherwise.
+// The detail names the operation, the kind and the provider's error code,
+// never the provider's message (which may carry account details).
+func cloudProblem(ce *application.CloudError) *Problem {
+	ext := map[string]any{"operation": ce.Op, "kind": string(ce.Kind)}
+	if ce.Code != "" {
+		ext["upstream_code"] = ce.Code
+	}
+	if ce.Retryable() {
+		return &Problem{Status: http.StatusServiceUnavailable, Code: CodeUpstreamUnavailable,
+			Detail:     fmt.Sprintf("The call %s did not succeed (%s); try again shortly.", ce.Op, ce.Kind),
+			Extensions: ext}
+	}
+	return &Problem{Status: http.StatusBadGateway, Code: CodeUpstreamError,
+		Detail:     fmt.Sprintf("The call %s failed (%s).", ce.Op, ce.Kind),
+		Extensions: ext}
 }

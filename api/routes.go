@@ -226,6 +226,21 @@ func (s *Server) routes() []Route {
 			handler: s.createWorker,
 		},
 		{
+			Method: http.MethodPost, Path: "/api/workers/import", OperationID: "importWorkers", Tag: "workers",
+			Summary: "Import existing instances",
+			Description: "Looks instances of a managed region up in EC2 (by instance id, AMI id or AMI name pattern) and makes each unmanaged live one a worker. " +
+				"A look-up by AMI must find exactly one unmanaged instance unless \"all\" is true (400 ambiguous, listing them). " +
+				"Managed, terminated and shutting-down instances are reported as skipped. 201 when at least one worker was created, else 200.",
+			Action: rbac.WorkerImport, Body: jsonBody(application.ImportRequest{}),
+			Errors: []int{http.StatusNotFound, http.StatusConflict, http.StatusBadGateway, http.StatusServiceUnavailable},
+			Responses: []Response{
+				{Status: http.StatusCreated, Description: "Imported (see skipped for the instances left alone).",
+					Media: []Media{{Type: mimeJSON, Go: application.ImportOutcome{}}}, Headers: map[string]string{"Location": "The worker's URL, when exactly one was imported."}},
+				jsonOK(http.StatusOK, "Nothing imported: every match was skipped.", application.ImportOutcome{}),
+			},
+			handler: s.importWorkers,
+		},
+		{
 			Method: http.MethodGet, Path: "/api/workers/{id}", OperationID: "getWorker", Tag: "workers",
 			Summary: "Get a worker", Action: rbac.WorkersRead, Params: []Param{workerIDParam},
 			Responses: []Response{jsonOK(http.StatusOK, "The worker.", application.WorkerView{})},
@@ -252,6 +267,14 @@ func (s *Server) routes() []Route {
 			Method: http.MethodPost, Path: "/api/workers/{id}/stop", OperationID: "stopWorker", Tag: "workers",
 			Summary: "Stop a worker", Action: rbac.WorkerStop, Params: []Param{workerIDParam}, Errors: conflict,
 			Responses: commandResponses(true), handler: s.workerCommand(true, s.stopWorker),
+		},
+		{
+			Method: http.MethodPost, Path: "/api/workers/{id}/refresh", OperationID: "refreshWorker", Tag: "workers",
+			Summary:     "Refresh a worker now",
+			Description: "Enqueues a refresh of the worker's EC2 state, metrics, CML service, licence and labs. At most one refresh per worker is enqueued per throttle period (REFRESH_THROTTLE) across every instance of the service; a repeated request returns the job already enqueued with \"duplicate\": true.",
+			Action:      rbac.WorkerRefresh, Params: []Param{workerIDParam}, Errors: conflict,
+			Responses: []Response{jsonOK(http.StatusAccepted, "Enqueued (or already enqueued).", application.EnqueuedJob{})},
+			handler:   s.refreshWorker,
 		},
 		{
 			Method: http.MethodPut, Path: "/api/workers/{id}/tags", OperationID: "replaceWorkerTags", Tag: "workers",
@@ -288,6 +311,37 @@ func (s *Server) routes() []Route {
 			Summary: "Evaluate the idle rule now", Action: rbac.WorkerObserve, Params: []Param{workerIDParam},
 			Responses: []Response{jsonOK(http.StatusOK, "The idle decision with its inputs.", application.WorkerIdleStatus{})},
 			handler:   s.idleStatus,
+		},
+
+		{
+			Method: http.MethodGet, Path: "/api/workers/{id}/metrics", OperationID: "getWorkerMetrics", Tag: "workers",
+			Summary:     "A worker's metrics over time",
+			Description: "CPU, memory and disk samples from the worker_metrics read model, averaged per step. Default range: the last 6 hours; default step: about 360 points over the range.",
+			Action:      rbac.WorkerObserve,
+			Params: []Param{workerIDParam,
+				{Name: "from", In: "query", Description: "Start of the range (RFC 3339); default to minus 6 hours.", Schema: timeSchema},
+				{Name: "to", In: "query", Description: "End of the range (RFC 3339); default now.", Schema: timeSchema},
+				{Name: "step", In: "query", Description: "Seconds per point (at least 10).", Schema: map[string]any{"type": "integer", "minimum": 1, "maximum": maxMetricsStepSeconds}},
+			},
+			Responses: []Response{jsonOK(http.StatusOK, "The series.", application.MetricsSeries{})},
+			handler:   s.workerMetrics,
+		},
+		{
+			Method: http.MethodGet, Path: "/api/workers/{id}/labs", OperationID: "listWorkerLabs", Tag: "labs",
+			Summary: "A worker's labs", Description: "The lab list last observed on the controller (worker_labs read model).",
+			Action: rbac.WorkerObserve, Params: []Param{workerIDParam},
+			Responses: []Response{jsonOK(http.StatusOK, "The labs.", application.WorkerLabs{})},
+			handler:   s.workerLabs,
+		},
+		{
+			Method: http.MethodGet, Path: "/api/workers/{id}/labs/{lab}/download", OperationID: "downloadLab", Tag: "labs",
+			Summary: "Download a lab's topology", Description: "Asks the worker's controller for the lab's topology. The worker must be running.",
+			Action: rbac.WorkerObserve, Params: []Param{workerIDParam, labParam},
+			Errors: []int{http.StatusConflict, http.StatusBadGateway, http.StatusServiceUnavailable},
+			Responses: []Response{{Status: http.StatusOK, Description: "The topology as YAML.",
+				Media:   []Media{{Type: mimeYAML, Schema: map[string]any{"type": "string"}}},
+				Headers: map[string]string{"Content-Disposition": "attachment; filename=<lab>.yaml"}}},
+			handler: s.downloadLab,
 		},
 
 		// Labs.
@@ -373,6 +427,22 @@ func (s *Server) routes() []Route {
 			Summary: "Health of the service's components", Description: "Database, event store and each read model with its lag.",
 			Action: rbac.SystemRead, Responses: []Response{jsonOK(http.StatusOK, "The health report (also when degraded).", application.SystemHealth{})},
 			handler: s.systemHealth,
+		},
+		{
+			Method: http.MethodGet, Path: "/api/system/jobs", OperationID: "getSystemJobs", Tag: "system",
+			Summary: "Background jobs", Description: "The periodic jobs with their intervals and latest runs, the most recent jobs, and how many jobs are in each state.",
+			Action: rbac.SystemRead, Responses: []Response{jsonOK(http.StatusOK, "The jobs overview.", application.JobsOverview{})},
+			handler: s.systemJobs,
+		},
+		{
+			Method: http.MethodPost, Path: "/api/system/jobs/{kind}/run", OperationID: "runSystemJob", Tag: "system",
+			Summary:     "Run a periodic job now",
+			Description: "Enqueues a run of the periodic job (one per region for the per-region kinds). A repeated request within a few seconds returns the jobs already enqueued.",
+			Action:      rbac.SystemJobsRun,
+			Params: []Param{{Name: "kind", In: "path", Required: true, Description: "The periodic job.",
+				Schema: map[string]any{"type": "string", "enum": periodicJobNames()}}},
+			Responses: []Response{jsonOK(http.StatusAccepted, "Enqueued.", RunJobAccepted{})},
+			handler:   s.runJob,
 		},
 		{
 			Method: http.MethodGet, Path: "/api/admin/projections", OperationID: "listProjections", Tag: "admin",
@@ -477,7 +547,7 @@ func (s *Server) routes() []Route {
 				Media: []Media{{Type: "text/plain", Schema: map[string]any{"type": "string"}}}}},
 			handler: s.metricsHandler,
 		},
-	}, authRoutes()...)
+	}, append(s.eventRoutes(), authRoutes()...)...)
 }
 
 // labRoute describes POST .../labs/{lab}/{verb} (or DELETE .../labs/{lab}).
@@ -495,6 +565,14 @@ func (s *Server) labRoute(method, verb string, action worker.LabAction) Route {
 		Responses: []Response{jsonOK(http.StatusAccepted, "Requested.", LabActionAccepted{})},
 		handler:   s.labActionHandler(action),
 	}
+}
+
+func periodicJobNames() []string {
+	out := make([]string, len(application.PeriodicJobKinds))
+	for i, k := range application.PeriodicJobKinds {
+		out[i] = string(k)
+	}
+	return out
 }
 
 func statusNames() []string {

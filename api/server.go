@@ -56,10 +56,19 @@ type Options struct {
 	// Auth identifies the callers of every /api route and serves the
 	// /api/auth routes.
 	Auth Authenticator
+	// Telemetry (metrics and labs), Jobs (refresh, jobs overview, run now)
+	// and Fleet (import by look-up, lab download) are required with App.
+	Telemetry *application.Telemetry
+	Jobs      *application.JobControl
+	Fleet     *application.Fleet
 	// Metrics is the Prometheus registry served at /metrics; the server
 	// registers its request metrics and the Go and process collectors on it.
 	// Nil makes a registry of its own.
 	Metrics *prometheus.Registry
+	// Streams enables the server-sent event routes (/api/events/...); nil
+	// answers them 503. A graceful Shutdown ends every stream with
+	// system.shutdown.
+	Streams *StreamOptions
 
 	// noRouteGate, for tests, leaves authorisation to the application
 	// handlers alone (see authorize).
@@ -89,6 +98,12 @@ type Server struct {
 	auth    Authenticator
 	metrics *httpMetrics
 
+	telemetry *application.Telemetry
+	jobs      *application.JobControl
+	fleet     *application.Fleet
+	// streams serves the event streams (nil: not enabled).
+	streams *streams
+
 	// routePaths holds "METHOD /echo/path" of every registered route (metric
 	// labels use only these).
 	routePaths map[string]bool
@@ -105,8 +120,9 @@ func New(opts Options) *Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.App != nil && (opts.History == nil || opts.System == nil || opts.Admin == nil || opts.Auth == nil) {
-		panic("api: Options.App needs History, System, Admin and Auth too")
+	if opts.App != nil && (opts.History == nil || opts.System == nil || opts.Admin == nil || opts.Auth == nil ||
+		opts.Telemetry == nil || opts.Jobs == nil || opts.Fleet == nil) {
+		panic("api: Options.App needs History, System, Admin, Auth, Telemetry, Jobs and Fleet too")
 	}
 	reg := opts.Metrics
 	if reg == nil {
@@ -122,6 +138,9 @@ func New(opts Options) *Server {
 		system:           opts.System,
 		admin:            opts.Admin,
 		auth:             opts.Auth,
+		telemetry:        opts.Telemetry,
+		jobs:             opts.Jobs,
+		fleet:            opts.Fleet,
 		metrics:          newHTTPMetrics(reg),
 		routePaths:       map[string]bool{},
 	}
@@ -162,6 +181,13 @@ func New(opts Options) *Server {
 		IdleTimeout:       idleTimeout,
 		// WriteTimeout: 0 on purpose, see readHeaderTimeout's comment.
 		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	if opts.Streams != nil && s.app != nil {
+		s.streams = newStreams(*opts.Streams, logger, reg)
+		s.server.ConnContext = withConn
+		// Shutdown does not wait for the streams: each sends
+		// system.shutdown and ends when it starts.
+		s.server.RegisterOnShutdown(s.streams.stop)
 	}
 	return s
 }

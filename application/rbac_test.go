@@ -192,6 +192,17 @@ var accessMatrix = []struct {
 		_, err := a.WorkerState(ctx, id)
 		return err
 	}},
+	{"DashboardStream", "AAAAA--", func(ctx context.Context, a *application.App, id string) error {
+		_, err := a.DashboardStream(ctx, application.DashboardQuery{WorkerIDs: []string{id}})
+		return err
+	}},
+	{"DomainEvents", "A---A--", func(ctx context.Context, a *application.App, id string) error {
+		sub, err := a.DomainEvents(ctx, application.DomainQuery{WorkerID: id})
+		if sub != nil {
+			sub.Close()
+		}
+		return err
+	}},
 }
 
 var callers = []struct {
@@ -263,7 +274,7 @@ func TestPolicyMatchesMatrix(t *testing.T) {
 		rbac.WorkerRecord: "------A", rbac.AuditRead: "A--A---", rbac.SystemRead: "AAAA---",
 		rbac.SystemJobsRun: "A------", rbac.SettingsRead: "A--A---", rbac.SettingsUpdate: "A------",
 		rbac.ProjectionsRebuild: "A------", rbac.TasksRead: "AAAA---", rbac.TaskCreate: "AAA----",
-		rbac.TaskUpdate: "AAA----", rbac.TaskDelete: "AA-----", rbac.EventsStream: "AAAA---",
+		rbac.TaskUpdate: "AAA----", rbac.TaskDelete: "AA-----", rbac.EventsStream: "AAAAA--",
 		rbac.EventsDomain: "A---A--",
 	}
 	for _, a := range rbac.Actions() {

@@ -353,9 +353,15 @@ func (c *WorkerCatalog) apply(all bool, fresh map[string]*CatalogEntry, kind Cha
 				delete(c.byID, id)
 			}
 		}
+		// A full load reads every read model in one snapshot: per kind,
+		// whatever commits later has a higher position, so what it shows
+		// counts as told.
 		for k := range c.told {
-			for id := range c.told[k] {
-				c.told[k][id] = c.byID[id].position(k)
+			clear(c.told[k])
+			for id, e := range c.byID {
+				if p := e.position(k); !p.IsZero() {
+					c.told[k][id] = p
+				}
 			}
 		}
 		if c.loaded {
@@ -498,8 +504,17 @@ func (c *WorkerCatalog) Head() Marks {
 	return Marks{Lifecycle: c.heads[ChangeSnapshot], Metrics: c.heads[ChangeMetrics], Labs: c.heads[ChangeLabs]}
 }
 
-// ChangedSince returns, in position order, the latest change of each kind
-// of each worker that is past the given marks.
+// ChangedSince returns, in position order, the latest announced change of
+// each kind of each worker that is past the given marks, with the worker's
+// current entry.
+//
+// Positions are those announced to subscribers, not those of the entries:
+// a reload for one kind of change can show another kind's newer data
+// before that change is announced (see apply), and a subscriber whose
+// marks jumped to such a position would then skip changes of other
+// workers announced later at lower positions. An entry may therefore be
+// newer than its change's position; the change announced later is sent
+// again, with the same or newer data.
 func (c *WorkerCatalog) ChangedSince(m Marks) []CatalogChange {
 	c.mu.RLock()
 	var out []CatalogChange
@@ -509,9 +524,9 @@ func (c *WorkerCatalog) ChangedSince(m Marks) []CatalogChange {
 			kind = ChangeRemoved
 		}
 		for _, ch := range []CatalogChange{
-			{Kind: kind, WorkerID: id, Position: e.Lifecycle, Entry: e},
-			{Kind: ChangeMetrics, WorkerID: id, Position: e.Metrics, Entry: e},
-			{Kind: ChangeLabs, WorkerID: id, Position: e.Labs, Entry: e},
+			{Kind: kind, WorkerID: id, Position: c.told[ChangeSnapshot][id], Entry: e},
+			{Kind: ChangeMetrics, WorkerID: id, Position: c.told[ChangeMetrics][id], Entry: e},
+			{Kind: ChangeLabs, WorkerID: id, Position: c.told[ChangeLabs][id], Entry: e},
 		} {
 			if !ch.Position.IsZero() && !m.Handled(ch) {
 				out = append(out, ch)

@@ -52,8 +52,9 @@ const maxBearerLen = 16 << 10
 
 // Credentials that do not identify anyone.
 var (
-	// ErrSessionEnded means the session has expired or was revoked.
-	ErrSessionEnded = errors.New("session ended")
+	// ErrSessionEnded means the session has expired or was revoked. It is
+	// api.ErrSessionEnded, which the event streams check for.
+	ErrSessionEnded = api.ErrSessionEnded
 	// errInvalidToken means the bearer token did not verify.
 	errInvalidToken = errors.New("invalid bearer token")
 )

@@ -142,7 +142,7 @@ var Policy = map[Action][]Role{
 	TaskCreate:          userPlus,
 	TaskUpdate:          userPlus,
 	TaskDelete:          managerPlus,
-	EventsStream:        readers,
+	EventsStream:        {RoleUser, RoleAuditor, RoleIntegrator}, // every role that may read workers (WorkersRead)
 	EventsDomain:        {RoleIntegrator, RoleAdmin},
 }
 

@@ -90,12 +90,78 @@ type Config struct {
 
 	Cloud      string     `env:"CLOUD" envDefault:"simulated"`
 	AWSRegions StringList `env:"AWS_REGIONS" envDefault:"us-east-1"`
+	AWS        AWSConfig
+	CML        CMLConfig
+	Jobs       JobsConfig
+	Simulator  SimulatorConfig
 
 	Worker    WorkerDefaults
 	Idle      IdleDefaults
 	Intervals PollIntervals
 
 	Auth AuthConfig
+}
+
+// AWSConfig tunes the EC2 and CloudWatch adapter (CLOUD=aws). Credentials
+// come from the SDK's standard chain (environment, shared config and
+// profile, web identity, instance role).
+type AWSConfig struct {
+	// EndpointURL points every client at another endpoint (a LocalStack,
+	// or the `simulator` command's address).
+	EndpointURL string        `env:"AWS_ENDPOINT_URL"`
+	MaxAttempts int           `env:"AWS_MAX_ATTEMPTS" envDefault:"3"`
+	MaxBackoff  time.Duration `env:"AWS_MAX_BACKOFF" envDefault:"5s"`
+	// ImageOwners limits AMI name look-ups to these owners (account ids,
+	// "self", "amazon"); empty means any owner visible to the account.
+	ImageOwners StringList `env:"AWS_IMAGE_OWNERS"`
+}
+
+// CMLConfig configures the CML controllers' REST client.
+type CMLConfig struct {
+	Username string `env:"CML_USERNAME" envDefault:"admin"`
+	Password string `env:"CML_PASSWORD"`
+	// TLSVerify is off by default: CML ships a self-signed certificate.
+	TLSVerify      bool          `env:"CML_TLS_VERIFY" envDefault:"false"`
+	CAFile         string        `env:"CML_CA_FILE"`
+	RequestTimeout time.Duration `env:"CML_REQUEST_TIMEOUT" envDefault:"15s"`
+	// EndpointTemplate renders a worker's controller URL from its instance:
+	// {public_ip}, {private_ip}, {instance_id}.
+	EndpointTemplate string `env:"CML_ENDPOINT_TEMPLATE" envDefault:"https://{public_ip}"`
+	// ActivityExcludedUserIDs and ActivityExcludedUserPattern name CML
+	// users whose telemetry events are not activity (the manager's own API
+	// user is excluded by itself).
+	ActivityExcludedUserIDs     StringList `env:"CML_ACTIVITY_EXCLUDED_USER_IDS"`
+	ActivityExcludedUserPattern string     `env:"CML_ACTIVITY_EXCLUDED_USER_PATTERN"`
+}
+
+// JobsConfig configures the background jobs (River).
+type JobsConfig struct {
+	// Run runs the job workers, the reactor and (on the elected leader)
+	// the periodic jobs here; false makes an instance that only enqueues.
+	Run             bool          `env:"RUN_JOBS" envDefault:"true"`
+	CloudWorkers    int           `env:"JOBS_CLOUD_WORKERS" envDefault:"20"`
+	CMLWorkers      int           `env:"JOBS_CML_WORKERS" envDefault:"10"`
+	FleetWorkers    int           `env:"JOBS_FLEET_WORKERS" envDefault:"4"`
+	CMLConcurrency  int           `env:"JOBS_CML_CONCURRENCY" envDefault:"32"`
+	CallTimeout     time.Duration `env:"JOBS_CALL_TIMEOUT" envDefault:"30s"`
+	RefreshThrottle time.Duration `env:"REFRESH_THROTTLE" envDefault:"30s"`
+
+	AutoImport           bool          `env:"AUTO_IMPORT_ENABLED" envDefault:"false"`
+	AutoImportRegion     string        `env:"AUTO_IMPORT_REGION"`
+	AutoImportAMIPattern string        `env:"AUTO_IMPORT_AMI_NAME_PATTERN"`
+	AutoImportInterval   time.Duration `env:"AUTO_IMPORT_INTERVAL" envDefault:"1h"`
+}
+
+// SimulatorConfig configures the built-in cloud simulator (CLOUD=simulated
+// and the `simulator` command).
+type SimulatorConfig struct {
+	// Addr and CMLAddr are its loopback listeners; empty picks free ports
+	// in serve, and 127.0.0.1:4566 / :4567 in the `simulator` command.
+	Addr    string `env:"SIMULATOR_ADDR"`
+	CMLAddr string `env:"SIMULATOR_CML_ADDR"`
+	// SeedWorkers is how many workers serve creates (half launched by the
+	// product, half imported) when the event log has none; 0 seeds nothing.
+	SeedWorkers int `env:"SIMULATOR_SEED_WORKERS" envDefault:"4"`
 }
 
 // AuthConfig configures sign-in and sessions (DESIGN.md section 9).
@@ -440,6 +506,65 @@ func (c Config) Validate() error {
 		seen[r] = true
 	}
 
+	if c.Production() && c.Cloud == CloudSimulated {
+		add("CLOUD", "must be aws when ENVIRONMENT=production (the simulator is for development)")
+	}
+	if c.AWS.EndpointURL != "" {
+		if msg := checkPublicURL(c.AWS.EndpointURL); msg != "" {
+			add("AWS_ENDPOINT_URL", "%s", msg)
+		}
+	}
+	if c.AWS.MaxAttempts < 1 || c.AWS.MaxAttempts > 20 {
+		add("AWS_MAX_ATTEMPTS", "must be between 1 and 20, got %d", c.AWS.MaxAttempts)
+	}
+	positive("AWS_MAX_BACKOFF", c.AWS.MaxBackoff)
+	if c.Cloud == CloudAWS && c.CML.Password == "" {
+		add("CML_PASSWORD", "is required when CLOUD=aws (the password of CML_USERNAME on every controller)")
+	}
+	if c.CML.Username == "" {
+		add("CML_USERNAME", "must not be empty")
+	}
+	positive("CML_REQUEST_TIMEOUT", c.CML.RequestTimeout)
+	if msg := checkEndpointTemplate(c.CML.EndpointTemplate); msg != "" {
+		add("CML_ENDPOINT_TEMPLATE", "%s", msg)
+	}
+	if c.CML.ActivityExcludedUserPattern != "" {
+		if _, err := regexp.Compile(c.CML.ActivityExcludedUserPattern); err != nil {
+			add("CML_ACTIVITY_EXCLUDED_USER_PATTERN", "not a regular expression: %v", err)
+		}
+	}
+	j := c.Jobs
+	for v, n := range map[string]int{"JOBS_CLOUD_WORKERS": j.CloudWorkers, "JOBS_CML_WORKERS": j.CMLWorkers,
+		"JOBS_FLEET_WORKERS": j.FleetWorkers, "JOBS_CML_CONCURRENCY": j.CMLConcurrency} {
+		if n < 1 || n > 1000 {
+			add(v, "must be between 1 and 1000, got %d", n)
+		}
+	}
+	positive("JOBS_CALL_TIMEOUT", j.CallTimeout)
+	positive("REFRESH_THROTTLE", j.RefreshThrottle)
+	positive("AUTO_IMPORT_INTERVAL", j.AutoImportInterval)
+	if j.AutoImport {
+		if !slices.Contains(c.AWSRegions, j.AutoImportRegion) {
+			add("AUTO_IMPORT_REGION", "must be one of AWS_REGIONS when AUTO_IMPORT_ENABLED=true")
+		}
+		if j.AutoImportAMIPattern == "" {
+			add("AUTO_IMPORT_AMI_NAME_PATTERN", "is required when AUTO_IMPORT_ENABLED=true (a glob such as cisco-cml2.9-*)")
+		}
+	}
+	for v, addr := range map[string]string{"SIMULATOR_ADDR": c.Simulator.Addr, "SIMULATOR_CML_ADDR": c.Simulator.CMLAddr} {
+		if addr == "" {
+			continue
+		}
+		if msg := checkListenAddr(addr); msg != "" {
+			add(v, "%s", msg)
+		} else if host, _, _ := net.SplitHostPort(addr); !isLoopback(host) {
+			add(v, "must be a loopback address: the simulator never listens beyond this machine")
+		}
+	}
+	if c.Simulator.SeedWorkers < 0 || c.Simulator.SeedWorkers > 1000 {
+		add("SIMULATOR_SEED_WORKERS", "must be between 0 and 1000, got %d", c.Simulator.SeedWorkers)
+	}
+
 	w := c.Worker
 	for _, region := range slices.Sorted(maps.Keys(w.AMIIDs)) {
 		if !regionRE.MatchString(region) {
@@ -613,6 +738,32 @@ func (c Config) LogValue() slog.Value {
 		slog.Bool("run_projections", r.RunProjections),
 		slog.String("cloud", r.Cloud),
 		slog.Any("aws_regions", []string(r.AWSRegions)),
+		slog.Group("aws",
+			slog.String("endpoint_url", r.AWS.EndpointURL),
+			slog.Int("max_attempts", r.AWS.MaxAttempts),
+			slog.Duration("max_backoff", r.AWS.MaxBackoff),
+			slog.Any("image_owners", []string(r.AWS.ImageOwners)),
+		),
+		slog.Group("cml",
+			slog.String("username", r.CML.Username),
+			slog.Bool("password_set", r.CML.Password != ""),
+			slog.Bool("tls_verify", r.CML.TLSVerify),
+			slog.String("ca_file", r.CML.CAFile),
+			slog.Duration("request_timeout", r.CML.RequestTimeout),
+			slog.String("endpoint_template", r.CML.EndpointTemplate),
+		),
+		slog.Group("jobs",
+			slog.Bool("run", r.Jobs.Run),
+			slog.Int("cloud_workers", r.Jobs.CloudWorkers),
+			slog.Int("cml_workers", r.Jobs.CMLWorkers),
+			slog.Int("fleet_workers", r.Jobs.FleetWorkers),
+			slog.Int("cml_concurrency", r.Jobs.CMLConcurrency),
+			slog.Duration("call_timeout", r.Jobs.CallTimeout),
+			slog.Duration("refresh_throttle", r.Jobs.RefreshThrottle),
+			slog.Bool("auto_import", r.Jobs.AutoImport),
+			slog.String("auto_import_region", r.Jobs.AutoImportRegion),
+			slog.String("auto_import_ami_name_pattern", r.Jobs.AutoImportAMIPattern),
+		),
 		slog.Group("worker",
 			slog.Any("ami_ids", map[string]string(r.Worker.AMIIDs)),
 			slog.String("ami_name", r.Worker.AMIName),
@@ -710,6 +861,27 @@ func checkEventStoreURL(s string) string {
 		return "names no host"
 	}
 	return ""
+}
+
+// checkEndpointTemplate accepts an http(s) URL template naming at least one
+// of the instance placeholders.
+func checkEndpointTemplate(t string) string {
+	if !strings.Contains(t, "{public_ip}") && !strings.Contains(t, "{private_ip}") && !strings.Contains(t, "{instance_id}") {
+		return fmt.Sprintf("%q names none of {public_ip}, {private_ip}, {instance_id}", t)
+	}
+	sample := strings.NewReplacer("{public_ip}", "192.0.2.1", "{private_ip}", "10.0.0.1", "{instance_id}", "i-0123456789abcdef0").Replace(t)
+	if msg := checkPublicURL(sample); msg != "" {
+		return fmt.Sprintf("%q does not make a URL: %s", t, msg)
+	}
+	return ""
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func printableASCII(s string) bool {

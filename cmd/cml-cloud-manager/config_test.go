@@ -60,6 +60,12 @@ func TestLoadConfigDefaults(t *testing.T) {
 		RunProjections:      true,
 		Cloud:               "simulated",
 		AWSRegions:          StringList{"us-east-1"},
+		AWS:                 AWSConfig{MaxAttempts: 3, MaxBackoff: 5 * time.Second},
+		CML: CMLConfig{Username: "admin", RequestTimeout: 15 * time.Second,
+			EndpointTemplate: "https://{public_ip}"},
+		Jobs: JobsConfig{Run: true, CloudWorkers: 20, CMLWorkers: 10, FleetWorkers: 4, CMLConcurrency: 32,
+			CallTimeout: 30 * time.Second, RefreshThrottle: 30 * time.Second, AutoImportInterval: time.Hour},
+		Simulator: SimulatorConfig{SeedWorkers: 4},
 		Worker: WorkerDefaults{
 			AMIName:      "cisco-cml2.9-lablet-v0.1.7",
 			InstanceType: "m5zn.metal",
@@ -119,6 +125,32 @@ func TestLoadConfigEveryVariable(t *testing.T) {
 		{"RUN_PROJECTIONS", "0", func(c Config) any { return c.RunProjections }, false},
 		{"CLOUD", "aws", func(c Config) any { return c.Cloud }, "aws"},
 		{"AWS_REGIONS", " us-east-1, eu-west-1 ,", func(c Config) any { return c.AWSRegions }, StringList{"us-east-1", "eu-west-1"}},
+		{"AWS_ENDPOINT_URL", "http://127.0.0.1:4566", func(c Config) any { return c.AWS.EndpointURL }, "http://127.0.0.1:4566"},
+		{"AWS_MAX_ATTEMPTS", "5", func(c Config) any { return c.AWS.MaxAttempts }, 5},
+		{"AWS_MAX_BACKOFF", "2s", func(c Config) any { return c.AWS.MaxBackoff }, 2 * time.Second},
+		{"AWS_IMAGE_OWNERS", "self,123456789012", func(c Config) any { return c.AWS.ImageOwners }, StringList{"self", "123456789012"}},
+		{"CML_USERNAME", "svc", func(c Config) any { return c.CML.Username }, "svc"},
+		{"CML_PASSWORD", "pw", func(c Config) any { return c.CML.Password }, "pw"},
+		{"CML_TLS_VERIFY", "true", func(c Config) any { return c.CML.TLSVerify }, true},
+		{"CML_CA_FILE", "/etc/cml/ca.pem", func(c Config) any { return c.CML.CAFile }, "/etc/cml/ca.pem"},
+		{"CML_REQUEST_TIMEOUT", "20s", func(c Config) any { return c.CML.RequestTimeout }, 20 * time.Second},
+		{"CML_ENDPOINT_TEMPLATE", "https://{private_ip}:8443", func(c Config) any { return c.CML.EndpointTemplate }, "https://{private_ip}:8443"},
+		{"CML_ACTIVITY_EXCLUDED_USER_IDS", "a,b", func(c Config) any { return c.CML.ActivityExcludedUserIDs }, StringList{"a", "b"}},
+		{"CML_ACTIVITY_EXCLUDED_USER_PATTERN", "^svc-", func(c Config) any { return c.CML.ActivityExcludedUserPattern }, "^svc-"},
+		{"RUN_JOBS", "false", func(c Config) any { return c.Jobs.Run }, false},
+		{"JOBS_CLOUD_WORKERS", "5", func(c Config) any { return c.Jobs.CloudWorkers }, 5},
+		{"JOBS_CML_WORKERS", "6", func(c Config) any { return c.Jobs.CMLWorkers }, 6},
+		{"JOBS_FLEET_WORKERS", "2", func(c Config) any { return c.Jobs.FleetWorkers }, 2},
+		{"JOBS_CML_CONCURRENCY", "64", func(c Config) any { return c.Jobs.CMLConcurrency }, 64},
+		{"JOBS_CALL_TIMEOUT", "10s", func(c Config) any { return c.Jobs.CallTimeout }, 10 * time.Second},
+		{"REFRESH_THROTTLE", "1m", func(c Config) any { return c.Jobs.RefreshThrottle }, time.Minute},
+		{"AUTO_IMPORT_ENABLED", "true", func(c Config) any { return c.Jobs.AutoImport }, true},
+		{"AUTO_IMPORT_REGION", "us-east-1", func(c Config) any { return c.Jobs.AutoImportRegion }, "us-east-1"},
+		{"AUTO_IMPORT_AMI_NAME_PATTERN", "cisco-cml2.9-*", func(c Config) any { return c.Jobs.AutoImportAMIPattern }, "cisco-cml2.9-*"},
+		{"AUTO_IMPORT_INTERVAL", "30m", func(c Config) any { return c.Jobs.AutoImportInterval }, 30 * time.Minute},
+		{"SIMULATOR_ADDR", "127.0.0.1:4566", func(c Config) any { return c.Simulator.Addr }, "127.0.0.1:4566"},
+		{"SIMULATOR_CML_ADDR", "127.0.0.1:4567", func(c Config) any { return c.Simulator.CMLAddr }, "127.0.0.1:4567"},
+		{"SIMULATOR_SEED_WORKERS", "0", func(c Config) any { return c.Simulator.SeedWorkers }, 0},
 		{"WORKER_AMI_IDS", "us-east-1=ami-0123456789abcdef0, eu-west-1 = ami-01234567", func(c Config) any { return c.Worker.AMIIDs },
 			StringMap{"us-east-1": "ami-0123456789abcdef0", "eu-west-1": "ami-01234567"}},
 		{"WORKER_AMI_NAME", "cisco-cml2.8-*", func(c Config) any { return c.Worker.AMIName }, "cisco-cml2.8-*"},
@@ -237,31 +269,42 @@ func TestLoadConfigParseErrors(t *testing.T) {
 
 func TestValidateReportsEveryProblem(t *testing.T) {
 	cfg := mustLoad(t, map[string]string{
-		"ENVIRONMENT":               "staging",
-		"LOG_LEVEL":                 "verbose",
-		"LOG_FORMAT":                "xml",
-		"HTTP_ADDR":                 "localhost",
-		"PUBLIC_URL":                "ftp://example.com",
-		"HTTP_SHUTDOWN_TIMEOUT":     "-1s",
-		"DATABASE_URL":              "postgres://db:notaport/x",
-		"DATABASE_MAX_CONNS":        "0",
-		"EVENTSTORE_URL":            "mongodb://db",
-		"CLOUD":                     "azure",
-		"AWS_REGIONS":               "us-east-1,moon-base-1,us-east-1",
-		"WORKER_AMI_IDS":            "us-east-1=ami-xyz,mars=ami-01234567",
-		"WORKER_AMI_NAME":           strings.Repeat("n", 129),
-		"WORKER_INSTANCE_TYPE":      "huge",
-		"WORKER_SUBNET_ID":          "sub-123",
-		"WORKER_SECURITY_GROUP_IDS": "sg-01234567,default",
-		"WORKER_KEY_NAME":           "key\x01",
-		"WORKER_DEFAULT_TAGS":       "aws:owner=x,Name=y,ManagedBy=z",
-		"IDLE_TIMEOUT":              "0s",
-		"IDLE_SNOOZE":               "-5m",
-		"FLEET_RECONCILE_INTERVAL":  "0s",
-		"FLEET_METRICS_INTERVAL":    "-1s",
-		"LABS_SYNC_INTERVAL":        "0s",
-		"IDLE_CHECK_INTERVAL":       "0s",
-		"AUTH_MODE":                 "ldap",
+		"ENVIRONMENT":                        "staging",
+		"LOG_LEVEL":                          "verbose",
+		"LOG_FORMAT":                         "xml",
+		"HTTP_ADDR":                          "localhost",
+		"PUBLIC_URL":                         "ftp://example.com",
+		"HTTP_SHUTDOWN_TIMEOUT":              "-1s",
+		"DATABASE_URL":                       "postgres://db:notaport/x",
+		"DATABASE_MAX_CONNS":                 "0",
+		"EVENTSTORE_URL":                     "mongodb://db",
+		"CLOUD":                              "azure",
+		"AWS_REGIONS":                        "us-east-1,moon-base-1,us-east-1",
+		"WORKER_AMI_IDS":                     "us-east-1=ami-xyz,mars=ami-01234567",
+		"WORKER_AMI_NAME":                    strings.Repeat("n", 129),
+		"WORKER_INSTANCE_TYPE":               "huge",
+		"WORKER_SUBNET_ID":                   "sub-123",
+		"WORKER_SECURITY_GROUP_IDS":          "sg-01234567,default",
+		"WORKER_KEY_NAME":                    "key\x01",
+		"WORKER_DEFAULT_TAGS":                "aws:owner=x,Name=y,ManagedBy=z",
+		"IDLE_TIMEOUT":                       "0s",
+		"IDLE_SNOOZE":                        "-5m",
+		"FLEET_RECONCILE_INTERVAL":           "0s",
+		"FLEET_METRICS_INTERVAL":             "-1s",
+		"LABS_SYNC_INTERVAL":                 "0s",
+		"IDLE_CHECK_INTERVAL":                "0s",
+		"AUTH_MODE":                          "ldap",
+		"AWS_ENDPOINT_URL":                   "localhost:4566",
+		"AWS_MAX_ATTEMPTS":                   "0",
+		"CML_USERNAME":                       "",
+		"CML_REQUEST_TIMEOUT":                "0s",
+		"CML_ENDPOINT_TEMPLATE":              "https://cml.example.com",
+		"CML_ACTIVITY_EXCLUDED_USER_PATTERN": "(",
+		"JOBS_CML_WORKERS":                   "0",
+		"JOBS_CALL_TIMEOUT":                  "-1s",
+		"AUTO_IMPORT_ENABLED":                "true",
+		"SIMULATOR_ADDR":                     "0.0.0.0:4566",
+		"SIMULATOR_SEED_WORKERS":             "-1",
 	})
 	err := cfg.Validate()
 	got := configErrorVars(t, err)
@@ -272,6 +315,9 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 		"WORKER_SECURITY_GROUP_IDS", "WORKER_KEY_NAME", "WORKER_DEFAULT_TAGS",
 		"IDLE_TIMEOUT", "IDLE_SNOOZE", "FLEET_RECONCILE_INTERVAL", "FLEET_METRICS_INTERVAL",
 		"LABS_SYNC_INTERVAL", "IDLE_CHECK_INTERVAL", "AUTH_MODE",
+		"AWS_ENDPOINT_URL", "AWS_MAX_ATTEMPTS", "CML_REQUEST_TIMEOUT", "CML_ENDPOINT_TEMPLATE",
+		"CML_ACTIVITY_EXCLUDED_USER_PATTERN", "JOBS_CML_WORKERS", "JOBS_CALL_TIMEOUT", "AUTO_IMPORT_REGION",
+		"AUTO_IMPORT_AMI_NAME_PATTERN", "SIMULATOR_ADDR", "SIMULATOR_SEED_WORKERS",
 	} {
 		if !slices.Contains(got, v) {
 			t.Errorf("no problem reported for %s", v)
@@ -308,11 +354,15 @@ func TestValidateAccepts(t *testing.T) {
 		"AnyInterface":        {"HTTP_ADDR": ":8080"},
 		"InstanceTypes":       {"WORKER_INSTANCE_TYPE": "c7i.metal-24xl"},
 		"ProductionHTTPS": {"ENVIRONMENT": "production", "PUBLIC_URL": "https://cml.example.com/manager",
+			"CLOUD": "aws", "CML_PASSWORD": "pw",
 			"SECRETS_KEY": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "AUTH_ACCOUNTS_FILE": "/etc/cmlcm/accounts.json",
 			"AUTH_SIGNING_KEY_FILE": "/etc/cmlcm/jwt.pem"},
 		"OIDC": {"AUTH_MODE": "oidc", "OIDC_ISSUER_URL": "https://sso.example.com/realms/cml", "OIDC_CLIENT_ID": "cmlcm",
 			"OIDC_CLIENT_SECRET": "s3cret"},
 		"Redis":      {"REDIS_URL": "redis://127.0.0.1:6379/0"},
+		"AutoImport": {"AUTO_IMPORT_ENABLED": "true", "AUTO_IMPORT_REGION": "us-east-1", "AUTO_IMPORT_AMI_NAME_PATTERN": "cisco-*"},
+		"Simulator":  {"SIMULATOR_ADDR": "127.0.0.1:4566", "SIMULATOR_CML_ADDR": "[::1]:4567"},
+		"AWS":        {"CLOUD": "aws", "CML_PASSWORD": "pw", "AWS_ENDPOINT_URL": "http://127.0.0.1:4566", "CML_ENDPOINT_TEMPLATE": "https://{private_ip}"},
 		"LongHexIDs": {"WORKER_AMI_IDS": "eu-central-1=ami-0123456789abcdef0", "WORKER_SUBNET_ID": "subnet-0123456789abcdef0", "WORKER_SECURITY_GROUP_IDS": "sg-0123456789abcdef0"},
 	}
 	for name, vars := range tests {
@@ -329,9 +379,13 @@ func TestValidateAccepts(t *testing.T) {
 
 func TestValidateProduction(t *testing.T) {
 	err := mustLoad(t, map[string]string{"ENVIRONMENT": "production"}).Validate()
-	want := []string{"PUBLIC_URL", "SECRETS_KEY", "AUTH_ACCOUNTS_FILE", "AUTH_SIGNING_KEY_FILE"}
+	want := []string{"PUBLIC_URL", "SECRETS_KEY", "CLOUD", "AUTH_ACCOUNTS_FILE", "AUTH_SIGNING_KEY_FILE"}
 	if got := configErrorVars(t, err); !slices.Equal(got, want) {
 		t.Fatalf("production with the defaults: problems %v, want %v", got, want)
+	}
+	err = mustLoad(t, map[string]string{"CLOUD": "aws"}).Validate()
+	if got := configErrorVars(t, err); !slices.Equal(got, []string{"CML_PASSWORD"}) {
+		t.Fatalf("CLOUD=aws without CML_PASSWORD: problems %v", got)
 	}
 }
 

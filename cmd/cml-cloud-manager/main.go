@@ -52,6 +52,7 @@ func init() {
 		"serve":       {"Run the service (HTTP API and background roles) until SIGINT/SIGTERM.", runServe},
 		"migrate":     {"Create the database if missing and apply every migration, then exit.", runMigrate},
 		"projections": {"List the read models, or rebuild one from the event log (projections rebuild NAME).", runProjections},
+		"simulator":   {"Run the built-in cloud simulator (EC2, CloudWatch, CML controllers) alone.", runSimulator},
 		"version":     {"Print the version, the commit and the Go version.", runVersion},
 		"help":        {"Show this help, or a command's flags with \"help <command>\".", runHelp},
 	}

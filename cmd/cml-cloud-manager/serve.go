@@ -21,6 +21,7 @@ import (
 	"github.com/cmlcloud/cml-cloud-manager/domain"
 	"github.com/cmlcloud/cml-cloud-manager/infrastructure/eventstore/esdb"
 	"github.com/cmlcloud/cml-cloud-manager/infrastructure/eventstore/postgres"
+	"github.com/cmlcloud/cml-cloud-manager/infrastructure/jobs"
 	"github.com/cmlcloud/cml-cloud-manager/infrastructure/pgdb"
 	"github.com/cmlcloud/cml-cloud-manager/infrastructure/sealing"
 	"github.com/cmlcloud/cml-cloud-manager/infrastructure/sessions"
@@ -103,6 +104,10 @@ type Main struct {
 	Registry *domain.Registry
 	// App is the application's command and query handlers.
 	App *application.App
+	// Telemetry records and reads metrics and labs.
+	Telemetry *application.Telemetry
+	// Jobs is the job system (River).
+	Jobs *jobs.Service
 	// Catalog is the in-memory replica of the worker read models.
 	Catalog *projections.WorkerCatalog
 	// Projections runs the read models when Config.RunProjections.
@@ -190,6 +195,10 @@ func (m *Main) open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	cl, err := m.openCloud(ctx)
+	if err != nil {
+		return err
+	}
 	// The worker catalog keeps the worker read models in memory: queries
 	// read it and commands decide on its snapshots.
 	m.Catalog = projections.NewWorkerCatalog(pool, projections.CatalogOptions{Logger: m.Logger})
@@ -210,8 +219,9 @@ func (m *Main) open(ctx context.Context) error {
 		Settings:        projections.NewSettingsReader(pool),
 		Tasks:           projections.NewTaskReader(pool),
 		Regions:         cfg.AWSRegions,
-		Defaults:        cfg.SettingsDefaults(),
+		Defaults:        m.settingsDefaults(cl),
 	})
+	m.Telemetry = application.NewTelemetry(m.App, projections.NewMetricsReader(pool), projections.NewLabsReader(pool))
 
 	all := projections.All(m.Registry)
 	if cfg.RunProjections {
@@ -220,8 +230,16 @@ func (m *Main) open(ctx context.Context) error {
 		m.readiness = append(m.readiness, api.Check{Name: "projections", Func: projectionsCheck(m.Projections)})
 	}
 
+	m.Jobs, err = m.openJobs(ctx, cl, sealer)
+	if err != nil {
+		return err
+	}
+	if cl.sim != nil && cfg.Simulator.SeedWorkers > 0 {
+		m.roles = append(m.roles, m.seedSimulation(cl))
+	}
+
 	if cfg.RunAPI {
-		if err := m.openAPI(ctx, sealer, all); err != nil {
+		if err := m.openAPI(ctx, sealer, all, cl); err != nil {
 			return err
 		}
 	}
@@ -278,7 +296,7 @@ func (m *Main) openSealer(ctx context.Context) (*sealing.Sealer, error) {
 
 // openAPI builds the authenticator, the application's auxiliary handlers
 // and the HTTP server, and binds the listener.
-func (m *Main) openAPI(ctx context.Context, sealer *sealing.Sealer, all []projections.Projection) error {
+func (m *Main) openAPI(ctx context.Context, sealer *sealing.Sealer, all []projections.Projection, cl *cloud) error {
 	cfg := m.Config
 	authn, err := m.openAuth(ctx, sealer)
 	if err != nil {
@@ -306,6 +324,14 @@ func (m *Main) openAPI(ctx context.Context, sealer *sealing.Sealer, all []projec
 	m.API = api.New(api.Options{
 		Logger: m.Logger, Readiness: m.readiness,
 		App: m.App, History: history, System: system, Admin: application.NewAdmin(m.Operator), Auth: authn,
+		Telemetry: m.Telemetry, Jobs: application.NewJobControl(m.App, m.Jobs),
+		Fleet: application.NewFleet(m.App, cl.provider, cl.cml, application.FleetOptions{
+			EndpointTemplate: cl.endpointTemplate, CallTimeout: cfg.Jobs.CallTimeout,
+		}),
+		// The event streams: the dashboard's follows the worker catalog;
+		// cookie sessions are re-checked so a signed-out browser's stream
+		// ends with auth.session.expired.
+		Streams: &api.StreamOptions{Catalog: m.Catalog, Labs: projections.NewLabsReader(m.Pool), Sessions: authn},
 	})
 	m.roles = append(m.roles, role{name: "http", run: m.runHTTP})
 	return nil

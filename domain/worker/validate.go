@@ -107,3 +107,6 @@ func truncate(s string) string {
 	}
 	return s[:cut]
 }
+
+// ValidLabID reports whether s looks like a CML lab id.
+func ValidLabID(s string) bool { return labIDRE.MatchString(s) }

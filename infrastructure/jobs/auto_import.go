@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -11,8 +10,6 @@ import (
 
 	"github.com/cmlcloud/cml-cloud-manager/application"
 	"github.com/cmlcloud/cml-cloud-manager/application/rbac"
-	"github.com/cmlcloud/cml-cloud-manager/domain"
-	"github.com/cmlcloud/cml-cloud-manager/domain/worker"
 )
 
 // AutoImportArgs is an auto_import job (off by default): import every
@@ -74,58 +71,22 @@ func autoImportPrincipal() rbac.Principal {
 	return p
 }
 
-// autoImport finds the instances by AMI name pattern (terminated and
-// shutting-down ones are never returned, and are skipped again here) and
-// imports each one no live worker manages.
+// autoImport imports every unmanaged live instance of the configured region
+// booted from an AMI whose name matches the configured pattern, through the
+// same look-up as POST /api/workers/import with "all": true.
 func (rt *runtime) autoImport(ctx context.Context, jobID int64) (AutoImportResult, error) {
-	var res AutoImportResult
 	ai := rt.opts.AutoImport
-	var insts []application.Instance
-	err := rt.call(ctx, func(ctx context.Context) (err error) {
-		insts, err = rt.deps.Cloud.FindInstances(ctx, ai.Region, application.InstanceQuery{AMINamePattern: ai.AMINamePattern})
-		return err
-	})
-	if err != nil {
-		return res, err
-	}
-	res.Found = len(insts)
 	ctx = rbac.WithPrincipal(jobContext(ctx, application.JobAutoImport, jobID), autoImportPrincipal())
-	for _, in := range insts {
-		switch in.State {
-		case worker.EC2Pending, worker.EC2Running, worker.EC2Stopping, worker.EC2Stopped:
-		default:
-			res.Skipped++
-			continue
-		}
-		if _, managed, err := rt.deps.Workers.FindByInstance(ctx, ai.Region, in.InstanceID); err != nil {
-			return res, err
-		} else if managed {
-			res.Skipped++
-			continue
-		}
-		amiName := ""
-		if img, err := rt.deps.Cloud.DescribeImage(ctx, ai.Region, in.ImageID); err == nil {
-			amiName = img.Name
-		}
-		r, err := rt.deps.App.ImportWorker(ctx, application.ImportWorker{
-			Name: in.Tags[nameTag], Region: ai.Region, InstanceID: in.InstanceID, InstanceType: in.InstanceType,
-			AMIID: in.ImageID, AMIName: amiName, State: in.State, PublicIP: in.PublicIP, PrivateIP: in.PrivateIP,
-			Endpoint: endpointFor(rt.opts.EndpointTemplate, in), Tags: in.Tags,
-		})
-		switch {
-		case errors.Is(err, domain.ErrAlreadyExists):
-			res.Skipped++
-			continue
-		case err != nil:
-			if ctx.Err() != nil {
-				return res, ctx.Err()
-			}
-			rt.log.WarnContext(ctx, "jobs: cannot import an instance", slog.String("instance_id", in.InstanceID), slog.Any("error", err))
-			res.Skipped++
-			continue
-		}
-		res.Imported++
-		res.WorkerIDs = append(res.WorkerIDs, r.ID)
+	fleet := application.NewFleet(rt.deps.App, rt.deps.Cloud, rt.deps.CML, application.FleetOptions{
+		EndpointTemplate: rt.opts.EndpointTemplate, CallTimeout: rt.opts.CallTimeout,
+	})
+	out, err := fleet.Import(ctx, application.ImportRequest{Region: ai.Region, AMINamePattern: ai.AMINamePattern, All: true})
+	if err != nil {
+		return AutoImportResult{}, err
+	}
+	res := AutoImportResult{Found: out.Found, Imported: len(out.Imported), Skipped: len(out.Skipped)}
+	for _, w := range out.Imported {
+		res.WorkerIDs = append(res.WorkerIDs, w.ID)
 	}
 	return res, nil
 }

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -199,22 +198,10 @@ func (rt *runtime) refreshSettings(ctx context.Context) {
 	}
 }
 
-// endpointFor renders the CML endpoint template for an instance:
-// {public_ip}, {private_ip} and {instance_id} are replaced by the instance's
-// values; when the template names one the instance does not have (no public
-// IP while stopped), the worker has no endpoint ("").
+// endpointFor renders the CML endpoint template for an instance (see
+// application.EndpointFor).
 func endpointFor(template string, inst application.Instance) string {
-	if template == "" {
-		return ""
-	}
-	pairs := []string{"{public_ip}", inst.PublicIP, "{private_ip}", inst.PrivateIP, "{instance_id}", inst.InstanceID}
-	for i := 0; i < len(pairs); i += 2 {
-		if pairs[i+1] == "" && strings.Contains(template, pairs[i]) {
-			return ""
-		}
-	}
-	// One pass: a value that looks like a placeholder is not expanded.
-	return strings.NewReplacer(pairs...).Replace(template)
+	return application.EndpointFor(template, inst)
 }
 
 // observation is what EC2 reported about an instance, for ObserveInstance.

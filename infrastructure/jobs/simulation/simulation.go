@@ -185,8 +185,10 @@ func AMIIDs(regions []string, name string) map[string]string {
 // SeedOptions say how many workers Seed creates (launched by the product)
 // and imports (instances started out of band first).
 type SeedOptions struct {
-	Created  int // default 2
-	Imported int // default 2
+	Created  int // default 2 (unless Exact)
+	Imported int // default 2 (unless Exact)
+	// Exact takes Created and Imported as they are, zero included.
+	Exact bool
 	// Region of the seeded workers; default the first region.
 	Region string
 }
@@ -204,10 +206,10 @@ func seedPrincipal() rbac.Principal {
 // created ones are launched by the jobs like any other; the imported ones
 // are instances started out of band. It returns the new workers' ids.
 func (c *Cloud) Seed(ctx context.Context, app *application.App, store eventstore.Store, opts SeedOptions) ([]string, error) {
-	if opts.Created <= 0 {
+	if !opts.Exact && opts.Created <= 0 {
 		opts.Created = 2
 	}
-	if opts.Imported <= 0 {
+	if !opts.Exact && opts.Imported <= 0 {
 		opts.Imported = 2
 	}
 	if opts.Region == "" {
@@ -232,6 +234,9 @@ func (c *Cloud) Seed(ctx context.Context, app *application.App, store eventstore
 			return ids, fmt.Errorf("simulation: seed: create: %w", err)
 		}
 		ids = append(ids, res.ID)
+	}
+	if opts.Imported <= 0 {
+		return ids, nil
 	}
 	insts, err := c.Sim.Console().Launch(opts.Region, cloudsim.ConsoleLaunch{
 		ImageID: cloudsim.ImageID(opts.Region, DefaultAMIName), Count: opts.Imported, Running: true,
