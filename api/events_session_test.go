@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/cookiejar"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -144,4 +145,47 @@ func next(t *testing.T, events <-chan sse.Event) sse.Event {
 		t.Fatal("no event within 20s")
 		return sse.Event{}
 	}
+}
+
+// TestBearerStreamEndsWhenItsTokenExpires: for a bearer token the session
+// is the token's lifetime; a stream opened with it sends
+// auth.session.expired and ends when the token expires.
+func TestBearerStreamEndsWhenItsTokenExpires(t *testing.T) {
+	t.Parallel()
+	store := sessions.NewPostgres(api.SharedPool(), sessions.Options{})
+	limiter, err := sessions.NewLimiter(store, sessions.DefaultLimit, nil)
+	require.NoError(t, err)
+	// The authenticator's clock: tokens are issued now and expire a minute
+	// later, which the test brings about by moving the clock on.
+	var skew atomic.Int64
+	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	a, err := auth.New(auth.Options{
+		Mode: auth.ModeLocal, Environment: "development", PublicURL: "http://127.0.0.1",
+		Sessions: store, Limiter: limiter, Local: auth.LocalOptions{TokenTTL: time.Minute}, Now: now,
+	})
+	require.NoError(t, err)
+	x := &sessionEnv{auth: a, env: api.NewExternalEnv(t, a, a, 20*time.Millisecond)}
+	id := x.env.ImportWorker(t, "bearer-expiry")
+
+	req, err := http.NewRequest(http.MethodGet, x.env.URL+"/api/events/stream?worker_ids="+id, nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+x.token(t, "user"))
+	events := api.StreamEventsRequest(t, http.DefaultClient, req)
+	require.Equal(t, "worker.snapshot", next(t, events).Type)
+	skew.Store(int64(2 * time.Minute))
+
+	var got []sse.Event
+	deadline := time.After(20 * time.Second)
+	for open := true; open; {
+		select {
+		case ev, ok := <-events:
+			if open = ok; ok {
+				got = append(got, ev)
+			}
+		case <-deadline:
+			t.Fatalf("the stream outlived its token; got %v", got)
+		}
+	}
+	require.NotEmpty(t, got, "the stream ended without a word")
+	require.Equal(t, api.EventSessionExpired, got[len(got)-1].Type)
 }

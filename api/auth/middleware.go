@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/labstack/echo/v4"
 
 	"github.com/cmlcloud/cml-cloud-manager/api"
@@ -100,6 +101,8 @@ type caller struct {
 	via       string
 	sessionID string
 	session   sessions.Session
+	// tokenExpiry is when a bearer token expires (zero for sessions).
+	tokenExpiry time.Time
 }
 
 type callerKey struct{}
@@ -243,7 +246,21 @@ func (a *Authenticator) bearerCaller(ctx context.Context, header string) (*calle
 			slog.String("request_id", api.RequestID(ctx)))
 		return nil, errInvalidToken
 	}
-	return &caller{identity: id, via: viaBearer}, nil
+	return &caller{identity: id, via: viaBearer, tokenExpiry: tokenExpiry(token)}, nil
+}
+
+// tokenExpiry reads the exp claim of a JWT that has just been verified
+// (zero when it has none).
+func tokenExpiry(token string) time.Time {
+	claims := jwt.MapClaims{}
+	if _, _, err := jwt.NewParser().ParseUnverified(token, claims); err != nil {
+		return time.Time{}
+	}
+	exp, err := claims.GetExpirationTime()
+	if err != nil || exp == nil {
+		return time.Time{}
+	}
+	return exp.Time
 }
 
 // sessionCaller resolves a session cookie.
@@ -308,13 +325,21 @@ func (a *Authenticator) endSession(ctx context.Context, id string) error {
 }
 
 // CheckSession re-reads the session that authenticated the request in ctx,
-// without sliding it, and returns its current idle expiry. ok is false for
-// callers without a session (anonymous, bearer tokens). A session that has
-// expired or was revoked since the request began is ErrSessionEnded.
-// Long-lived responses, such as the event streams, call it periodically to
-// tell the browser when its session ends.
+// without sliding it, and returns its current idle expiry. For a bearer
+// token the "session" is the token's lifetime: its expiry is returned, and
+// ErrSessionEnded once it has passed. ok is false for anonymous callers and
+// tokens without an expiry. A session that has expired or was revoked since
+// the request began is ErrSessionEnded. Long-lived responses, such as the
+// event streams, call it periodically to tell the client when its session
+// ends.
 func (a *Authenticator) CheckSession(ctx context.Context) (expiresAt time.Time, ok bool, err error) {
 	cl, found := callerFrom(ctx)
+	if found && cl.via == viaBearer && !cl.tokenExpiry.IsZero() {
+		if !a.now().Before(cl.tokenExpiry) {
+			return cl.tokenExpiry, true, ErrSessionEnded
+		}
+		return cl.tokenExpiry, true, nil
+	}
 	if !found || cl.via != viaSession {
 		return time.Time{}, false, nil
 	}
