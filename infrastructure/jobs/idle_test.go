@@ -125,3 +125,22 @@ func TestStartOutsideTheProductSnoozesIdleDetection(t *testing.T) {
 	v = e.waitStatus(t, id, worker.StatusStopped)
 	require.Equal(t, worker.StopIdleTimeout, v.StopReason)
 }
+
+// The product's own CML user is never a person's activity, even when no
+// configured pattern names it: the CML client learns its user id at login
+// (/auth_extended) and the activity filter leaves it out.
+func TestOwnCMLUserIsNotActivityWithoutAPattern(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{defaults: idleDefaults, jobs: Options{ActivityExcludedPattern: "^matches-no-user-id$"}})
+	id := e.importRunning(t, 1)[0]
+	e.settle(t)
+
+	e.clock.Advance(40 * time.Minute)
+	e.cloud.Fleet.Controller(e.view(t, id).InstanceID).AddUserActivity(cmlsim.AutomationUserID)
+	res, err := e.svc.rt.checkIdle(cycleCtx(application.JobIdleCheck))
+	require.NoError(t, err)
+	require.Zero(t, res.Activity, "the product's own calls counted as activity")
+	require.Equal(t, 1, res.Stopped)
+	v := e.waitStatus(t, id, worker.StatusStopped)
+	require.Equal(t, worker.StopIdleTimeout, v.StopReason)
+}
