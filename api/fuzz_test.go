@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/cmlcloud/cml-cloud-manager/application"
 )
 
 // fuzzDecoder checks decodeJSON on arbitrary bytes for one request type: it
@@ -93,6 +95,14 @@ func FuzzSettingsUpdateRequest(f *testing.F) {
 	fuzzDecoder[SettingsUpdateRequest](f, []string{
 		`{"set":{"instance_type":"c5.metal","ami_ids":{"us-east-1":"ami-0123456789abcdef0"}},"clear":["key_name"]}`,
 		`{"set":{"idle_timeout_seconds":"x"}}`,
+	}, nil)
+}
+
+func FuzzImportRequest(f *testing.F) {
+	fuzzDecoder[application.ImportRequest](f, []string{
+		`{"region":"us-east-1","instance_id":"i-0123456789abcdef0","name":"w"}`,
+		`{"region":"us-east-1","ami_name_pattern":"cisco-cml2.9-*","all":true}`,
+		`{"region":"us-east-1","ami_id":"ami-0123456789abcdef0","all":"yes"}`,
 	}, nil)
 }
 
