@@ -408,18 +408,38 @@ func (a *Authenticator) openTokens(sealed string) (tokenBundle, error) {
 // within the leeway. Concurrent requests of one session share one refresh;
 // instances racing each other are settled by the session's version.
 func (a *Authenticator) refreshIfDue(ctx context.Context, id string, s sessions.Session) (sessions.Session, error) {
-	if s.TokensExpireAt.IsZero() || a.now().Before(s.TokensExpireAt.Add(-a.oidc.opts.RefreshLeeway)) {
+	if !a.refreshDue(s) {
 		return s, nil
 	}
 	v, err, _ := a.refreshes.Do(id, func() (any, error) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*providerTimeout)
 		defer cancel()
-		return a.refresh(ctx, id, s)
+		// s may have been read before a refresh that has finished since
+		// (by a flight of this instance that ended a moment ago, or by
+		// another instance): its refresh token may already be spent.
+		// Refresh from the stored session, and only if still due.
+		cur, err := a.store.Get(ctx, id)
+		if errors.Is(err, sessions.ErrNotFound) {
+			return sessions.Session{}, ErrSessionEnded
+		}
+		if err != nil {
+			return sessions.Session{}, fmt.Errorf("get session: %w", err)
+		}
+		if !a.refreshDue(cur) {
+			return cur, nil
+		}
+		return a.refresh(ctx, id, cur)
 	})
 	if err != nil {
 		return sessions.Session{}, err
 	}
 	return v.(sessions.Session), nil
+}
+
+// refreshDue reports whether a session's access token expires within the
+// refresh leeway.
+func (a *Authenticator) refreshDue(s sessions.Session) bool {
+	return !s.TokensExpireAt.IsZero() && !a.now().Before(s.TokensExpireAt.Add(-a.oidc.opts.RefreshLeeway))
 }
 
 // refresh uses the refresh token. A refusal by the provider (the user was
@@ -446,6 +466,11 @@ func (a *Authenticator) refresh(ctx context.Context, id string, s sessions.Sessi
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) {
+			// Another instance may have spent the refresh token first: then
+			// its refreshed session stands.
+			if cur, gerr := a.store.Get(ctx, id); gerr == nil && cur.Version != s.Version {
+				return cur, nil
+			}
 			a.logger.InfoContext(ctx, "the provider refused the token refresh; session ended",
 				slog.String("subject", s.Subject), slog.String("oauth_error", re.ErrorCode))
 			return sessions.Session{}, a.endSession(ctx, id)

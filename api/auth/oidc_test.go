@@ -403,3 +403,29 @@ func TestOIDCWithoutRefreshToken(t *testing.T) {
 	grants, _, _ := o.op.st.counts()
 	require.Zero(t, grants)
 }
+
+// TestRefreshWithASessionReadBeforeTheLastRefresh: a request that read the
+// session just before another one refreshed it must not refresh again with
+// the spent refresh token (the provider rotates them and would refuse,
+// which ends the session); it takes the stored, refreshed session.
+func TestRefreshWithASessionReadBeforeTheLastRefresh(t *testing.T) {
+	t.Parallel()
+	o := newOIDCHarness(t, harnessConfig{})
+	b := o.client
+	o.signIn(b, "admin", "/")
+	id := o.sessionCookie(b)
+
+	o.clock.Advance(4*time.Minute + 30*time.Second) // within the refresh leeway
+	stale, err := o.store.Get(t.Context(), id)
+	require.NoError(t, err)
+	status, _ := o.probe(b, nil) // refreshes and rotates the refresh token
+	require.Equal(t, http.StatusOK, status)
+
+	s, err := o.auth.refreshIfDue(t.Context(), id, stale)
+	require.NoError(t, err, "a stale read ended the session")
+	require.Greater(t, s.Version, stale.Version)
+	grants, _, _ := o.op.st.counts()
+	require.Equal(t, 1, grants, "one refresh, not two")
+	status, _ = o.probe(b, nil)
+	require.Equal(t, http.StatusOK, status)
+}
