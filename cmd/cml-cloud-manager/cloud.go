@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"maps"
 
 	"github.com/cmlcloud/cml-cloud-manager/application"
 	"github.com/cmlcloud/cml-cloud-manager/domain/settings"
@@ -78,7 +77,7 @@ func (m *Main) openJobs(ctx context.Context, c *cloud, sealer *sealing.Sealer) (
 	pruners = append(pruners, projections.MetricsPruner{Pool: m.Pool})
 	svc, err := jobs.New(ctx, m.Pool, jobs.Deps{
 		App: app, Telemetry: m.Telemetry, Cloud: c.provider, CML: c.cml, Sealer: sealer,
-		Store: m.Store, Registry: m.Registry, Workers: projections.NewWorkerReader(m.Pool),
+		Store: m.Store, Registry: m.Registry, Workers: m.Workers,
 		Settings: projections.NewSettingsReader(m.Pool), Defaults: m.settingsDefaults(c),
 		Regions: cfg.AWSRegions, Pruners: pruners, Logger: m.Logger,
 	}, jobs.Options{
@@ -109,7 +108,6 @@ func (m *Main) settingsDefaults(c *cloud) settings.Values {
 	if c != nil && c.sim != nil && len(d.AMIIDs) == 0 {
 		d.AMIIDs = simulation.AMIIDs(m.Config.AWSRegions, d.AMIName)
 	}
-	d.AMIIDs = maps.Clone(d.AMIIDs)
 	return d
 }
 

@@ -108,6 +108,8 @@ type Main struct {
 	Telemetry *application.Telemetry
 	// Jobs is the job system (River).
 	Jobs *jobs.Service
+	// Workers reads the worker read models, from the catalog once loaded.
+	Workers *projections.CatalogReader
 	// Catalog is the in-memory replica of the worker read models.
 	Catalog *projections.WorkerCatalog
 	// Projections runs the read models when Config.RunProjections.
@@ -202,6 +204,7 @@ func (m *Main) open(ctx context.Context) error {
 	// The worker catalog keeps the worker read models in memory: queries
 	// read it and commands decide on its snapshots.
 	m.Catalog = projections.NewWorkerCatalog(pool, projections.CatalogOptions{Logger: m.Logger})
+	m.Workers = projections.NewCatalogReader(m.Catalog, projections.NewWorkerReader(pool))
 	m.roles = append(m.roles, role{name: "worker-catalog", run: m.Catalog.Run})
 	m.readiness = append(m.readiness, api.Check{Name: "catalog", Func: func(context.Context) error {
 		if !m.Catalog.Ready() {
@@ -214,7 +217,7 @@ func (m *Main) open(ctx context.Context) error {
 		Registry:        m.Registry,
 		Sealer:          sealer,
 		Logger:          m.Logger,
-		Workers:         projections.NewCatalogReader(m.Catalog, projections.NewWorkerReader(pool)),
+		Workers:         m.Workers,
 		WorkerSnapshots: m.Catalog.Snapshot,
 		Settings:        projections.NewSettingsReader(pool),
 		Tasks:           projections.NewTaskReader(pool),
