@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path"
 	"slices"
 	"strings"
@@ -275,7 +276,7 @@ func (f *Fleet) Import(ctx context.Context, req ImportRequest) (ImportOutcome, e
 				detail = ve.Error()
 			}
 			f.app.opts.Logger.WarnContext(ctx, "import: an instance was not imported",
-				"instance_id", in.InstanceID, "error", err)
+				slog.String("instance_id", in.InstanceID), slog.Any("error", err))
 			out.Skipped = append(out.Skipped, SkippedInstance{InstanceID: in.InstanceID, Reason: SkipFailed, Detail: detail})
 		}
 	}
@@ -314,7 +315,7 @@ func (f *Fleet) imageName(ctx context.Context, region, imageID string) string {
 		img, err = f.cloud.DescribeImage(ctx, region, imageID)
 		return err
 	}); err != nil {
-		f.app.opts.Logger.InfoContext(ctx, "import: AMI not described", "ami_id", imageID, "error", err)
+		f.app.opts.Logger.InfoContext(ctx, "import: AMI not described", slog.String("ami_id", imageID), slog.Any("error", err))
 		return ""
 	}
 	return img.Name
