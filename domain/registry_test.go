@@ -321,16 +321,13 @@ func TestErrors(t *testing.T) {
 	})
 }
 
-// fixtureDirs hold the golden fixtures of every aggregate.
-var fixtureDirs = []string{"worker/testdata/events", "settings/testdata/events", "task/testdata/events"}
-
 // FuzzDecode feeds arbitrary type names and bytes to a registry holding every
 // event. Decode must never panic; what it accepts must encode again, and
 // encoding is stable from then on.
 func FuzzDecode(f *testing.F) {
 	reg := domain.NewRegistry(append(append(worker.Events(), settings.Events()...), task.Events()...)...)
-	for _, dir := range fixtureDirs {
-		files, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	for _, set := range goldenSets {
+		files, err := filepath.Glob(filepath.Join(set.dir, "*.json"))
 		if err != nil {
 			f.Fatal(err)
 		}

@@ -1,12 +1,9 @@
-package worker_test
+package domain_test
 
-// Golden fixtures: testdata/events/<event type>.json is the stored form of
-// every event type, written by hand. They are the stored-format contract: a
-// change to an event's Go type that breaks reading old data, or a new field
-// without a fixture update, fails here.
-//
-// The checking code is repeated in the settings and task packages (test
-// helpers cannot be shared between packages without a non-test package).
+// Golden fixtures: <aggregate>/testdata/events/<event type>.json is the
+// stored form of every event type, written by hand. They are the
+// stored-format contract: a change to an event's Go type that breaks reading
+// old data, or a new field without a fixture update, fails here.
 
 import (
 	"encoding/json"
@@ -22,22 +19,39 @@ import (
 	"github.com/stretchr/testify/assert"
 
 	"github.com/cmlcloud/cml-cloud-manager/domain"
+	"github.com/cmlcloud/cml-cloud-manager/domain/settings"
+	"github.com/cmlcloud/cml-cloud-manager/domain/task"
 	"github.com/cmlcloud/cml-cloud-manager/domain/worker"
 )
 
-// fixtureExemptions lists fields a realistic payload leaves unset, by event
-// type and JSON path. Keep it short.
-var fixtureExemptions = map[string][]string{
+// goldenSets are the aggregates' events, fixture folders and the fields a
+// realistic payload leaves unset (by event type and JSON path; keep them
+// short).
+var goldenSets = []struct {
+	name   string
+	events []domain.Event
+	dir    string
+	exempt map[string][]string
+}{
 	// A lab import carries YAML and no lab id; any other action carries a
 	// lab id and no YAML. The fixture is an import.
-	"worker.lab_action_requested.v1": {"lab_id"},
+	{"worker", worker.Events(), "worker/testdata/events", map[string][]string{"worker.lab_action_requested.v1": {"lab_id"}}},
+	// A key cannot be both set and cleared in one change: the fixture
+	// clears key_name, so it does not set it.
+	{"settings", settings.Events(), "settings/testdata/events", map[string][]string{"settings.changed.v1": {"set.key_name"}}},
+	{"task", task.Events(), "task/testdata/events", nil},
 }
 
 func TestGoldenFixtures(t *testing.T) {
 	t.Parallel()
-	reg := domain.NewRegistry(worker.Events()...)
-	for _, p := range checkFixtures(os.DirFS("testdata/events"), reg, fixtureExemptions) {
-		t.Error(p)
+	for _, set := range goldenSets {
+		t.Run(set.name, func(t *testing.T) {
+			t.Parallel()
+			reg := domain.NewRegistry(set.events...)
+			for _, p := range checkFixtures(os.DirFS(set.dir), reg, set.exempt) {
+				t.Error(p)
+			}
+		})
 	}
 }
 
@@ -45,25 +59,61 @@ func TestGoldenFixtures(t *testing.T) {
 // a missing fixture, an unknown field, a missing field and a broken file.
 func TestGoldenFixtureChecks(t *testing.T) {
 	t.Parallel()
-	reg := domain.NewRegistry(worker.ProvisioningRetried{}, worker.EndpointChanged{}, worker.StopRequested{}, worker.InstanceLaunched{})
-	fsys := fstest.MapFS{
-		"worker.provisioning_retried.v1.json": {Data: []byte(`{"attempt": 2, "region": "eu-west-1"}`)},
-		"worker.endpoint_changed.v1.json":     {Data: []byte(`{}`)},
-		"worker.stop_requested.v1.json":       {Data: []byte(`{"reason": `)},
-		"worker.bogus.v1.json":                {Data: []byte(`{}`)},
-		"README.md":                           {Data: []byte(`notes`)},
-	}
-	got := strings.Join(checkFixtures(fsys, reg, nil), "\n")
-	for _, want := range []string{
-		`worker.bogus.v1.json: "worker.bogus.v1" is not a registered event type`,
-		`README.md: not a .json fixture`,
-		`worker.instance_launched.v1: no fixture`,
-		`worker.provisioning_retried.v1.json: decode`,
-		`worker.endpoint_changed.v1.json: endpoint: missing`,
-		`worker.stop_requested.v1.json: decode`,
-	} {
-		assert.Contains(t, got, want)
-	}
+	t.Run("worker", func(t *testing.T) {
+		t.Parallel()
+		reg := domain.NewRegistry(worker.ProvisioningRetried{}, worker.EndpointChanged{}, worker.StopRequested{}, worker.InstanceLaunched{})
+		fsys := fstest.MapFS{
+			"worker.provisioning_retried.v1.json": {Data: []byte(`{"attempt": 2, "region": "eu-west-1"}`)},
+			"worker.endpoint_changed.v1.json":     {Data: []byte(`{}`)},
+			"worker.stop_requested.v1.json":       {Data: []byte(`{"reason": `)},
+			"worker.bogus.v1.json":                {Data: []byte(`{}`)},
+			"README.md":                           {Data: []byte(`notes`)},
+		}
+		got := strings.Join(checkFixtures(fsys, reg, nil), "\n")
+		for _, want := range []string{
+			`worker.bogus.v1.json: "worker.bogus.v1" is not a registered event type`,
+			`README.md: not a .json fixture`,
+			`worker.instance_launched.v1: no fixture`,
+			`worker.provisioning_retried.v1.json: decode`,
+			`worker.endpoint_changed.v1.json: endpoint: missing`,
+			`worker.stop_requested.v1.json: decode`,
+		} {
+			assert.Contains(t, got, want)
+		}
+	})
+	t.Run("settings", func(t *testing.T) {
+		t.Parallel()
+		reg := domain.NewRegistry(settings.Events()...)
+		fsys := fstest.MapFS{
+			"settings.changed.v1.json": {Data: []byte(`{"set": {"idle_timeout_seconds": 3600}, "cleared": ["ami_name"], "extra": 1}`)},
+			"settings.changed.v2.json": {Data: []byte(`{}`)},
+		}
+		got := strings.Join(checkFixtures(fsys, reg, nil), "\n")
+		for _, want := range []string{
+			`settings.changed.v1.json: decode`,
+			`settings.changed.v2.json: "settings.changed.v2" is not a registered event type`,
+		} {
+			assert.Contains(t, got, want)
+		}
+	})
+	t.Run("task", func(t *testing.T) {
+		t.Parallel()
+		reg := domain.NewRegistry(task.Events()...)
+		fsys := fstest.MapFS{
+			"task.created.v1.json":  {Data: []byte(`{"task_id": "t-1", "title": "Title", "status": "pending", "priority": "low"}`)},
+			"task.updated.v1.json":  {Data: []byte(`{"changes": {"title": "x"}}`)},
+			"task.archived.v1.json": {Data: []byte(`{}`)},
+		}
+		got := strings.Join(checkFixtures(fsys, reg, nil), "\n")
+		for _, want := range []string{
+			`task.archived.v1.json: "task.archived.v1" is not a registered event type`,
+			`task.created.v1.json: description: missing`,
+			`task.updated.v1.json: changes.status: missing`,
+			`task.deleted.v1: no fixture`,
+		} {
+			assert.Contains(t, got, want)
+		}
+	})
 }
 
 // checkFixtures returns every problem with the fixtures in fsys.
