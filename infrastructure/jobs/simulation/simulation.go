@@ -107,10 +107,9 @@ type Cloud struct {
 	transports       []*http.Transport
 }
 
-// Start starts the simulator in-process until ctx ends or Close, and builds
-// the AWS provider and the CML client on it.
-func Start(ctx context.Context, opts Options) (*Cloud, error) {
-	opts.withDefaults()
+// newSimulator builds the simulator and its CML controllers from opts
+// (defaults applied).
+func newSimulator(opts Options) (*cloudsim.Simulator, *cmlsim.Fleet) {
 	fleet := cmlsim.NewFleet(cmlsim.Options{
 		Username: opts.CMLUsername, Password: opts.CMLPassword,
 		BootDelay: opts.BootDelay, ReadyDelay: opts.ReadyDelay, LicenseDelay: opts.LicenseDelay,
@@ -121,6 +120,14 @@ func Start(ctx context.Context, opts Options) (*Cloud, error) {
 		Addr: opts.Addr, CMLAddr: opts.CMLAddr, Regions: opts.Regions, Timings: opts.Timings,
 		Clock: opts.Clock, Seed: opts.Seed, Controllers: fleet, CMLHandler: fleet, Logger: opts.Logger,
 	})
+	return sim, fleet
+}
+
+// Start starts the simulator in-process until ctx ends or Close, and builds
+// the AWS provider and the CML client on it.
+func Start(ctx context.Context, opts Options) (*Cloud, error) {
+	opts.withDefaults()
+	sim, fleet := newSimulator(opts)
 	if err := sim.Start(ctx); err != nil {
 		return nil, fmt.Errorf("simulation: %w", err)
 	}
@@ -285,16 +292,7 @@ func RunSimulator(ctx context.Context, opts Options) error {
 		opts.CMLAddr = DefaultCMLAddr
 	}
 	opts.withDefaults()
-	fleet := cmlsim.NewFleet(cmlsim.Options{
-		Username: opts.CMLUsername, Password: opts.CMLPassword,
-		BootDelay: opts.BootDelay, ReadyDelay: opts.ReadyDelay, LicenseDelay: opts.LicenseDelay,
-		NodeBootDelay: opts.NodeBootDelay, EmptyControllers: opts.EmptyControllers,
-		Clock: opts.Clock, Logger: opts.Logger, Seed: int64(opts.Seed),
-	})
-	sim := cloudsim.New(cloudsim.Options{
-		Addr: opts.Addr, CMLAddr: opts.CMLAddr, Regions: opts.Regions, Timings: opts.Timings,
-		Clock: opts.Clock, Seed: opts.Seed, Controllers: fleet, CMLHandler: fleet, Logger: opts.Logger,
-	})
+	sim, _ := newSimulator(opts)
 	if err := sim.Start(ctx); err != nil {
 		return fmt.Errorf("simulator: %w", err)
 	}
