@@ -447,3 +447,28 @@ func TestAnOrphanClaimExpires(t *testing.T) {
 	require.NoError(t, err)
 	require.NotEqual(t, orphan, res.ID)
 }
+
+// An instance the product launched carries its worker's id in its tags from
+// the launch on; an import of it is refused while that worker lives, even
+// before the read model knows the instance.
+func TestImportRefusesAnInstanceTaggedWithALiveWorker(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	launching, err := b.app.CreateWorker(adminCtx, application.CreateWorker{Name: "launching", Region: "us-east-1"})
+	require.NoError(t, err)
+	in := application.ImportWorker{Region: "us-east-1", InstanceID: "i-0abcabcabcabcabc0", State: worker.EC2Pending,
+		Tags: map[string]string{worker.TagManagedBy: worker.TagManagedByValue, worker.TagWorkerID: launching.ID}}
+	_, err = b.app.ImportWorker(adminCtx, in)
+	var am *application.AlreadyManagedError
+	require.ErrorAs(t, err, &am)
+	require.Equal(t, launching.ID, am.WorkerID)
+
+	// A tag naming a worker that is gone does not hold the instance.
+	gone, err := b.app.ImportWorker(adminCtx, application.ImportWorker{Region: "us-east-1", InstanceID: "i-0abcabcabcabcabc1", State: worker.EC2Running})
+	require.NoError(t, err)
+	_, err = b.app.RemoveWorker(adminCtx, gone.ID)
+	require.NoError(t, err)
+	in.Tags[worker.TagWorkerID] = gone.ID
+	_, err = b.app.ImportWorker(adminCtx, in)
+	require.NoError(t, err)
+}

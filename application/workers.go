@@ -133,6 +133,18 @@ func (a *App) ImportWorker(ctx context.Context, in ImportWorker) (Result, error)
 	} else if ok {
 		return Result{}, &AlreadyManagedError{InstanceID: in.InstanceID, WorkerID: existing.ID}
 	}
+	// An instance the product launched carries its worker's id from
+	// RunInstances on, before the read model knows the instance: refuse it
+	// while that worker lives.
+	if owner := in.Tags[worker.TagWorkerID]; ValidID(owner) {
+		w, err := a.workers.Load(ctx, owner)
+		if err != nil {
+			return Result{}, fmt.Errorf("load the worker named by the tags of %s: %w", in.InstanceID, err)
+		}
+		if w.Exists() && !w.State().Status.Terminal() {
+			return Result{}, &AlreadyManagedError{InstanceID: in.InstanceID, WorkerID: owner}
+		}
+	}
 	eff, err := a.effectiveSettings(ctx)
 	if err != nil {
 		return Result{}, err
