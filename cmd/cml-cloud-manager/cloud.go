@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"time"
 
 	"github.com/cmlcloud/cml-cloud-manager/application"
 	"github.com/cmlcloud/cml-cloud-manager/domain/settings"
@@ -37,6 +39,9 @@ func (m *Main) openCloud(ctx context.Context) (*cloud, error) {
 		sim, err := simulation.Start(ctx, simulation.Options{
 			Regions: cfg.AWSRegions, Addr: cfg.Simulator.Addr, CMLAddr: cfg.Simulator.CMLAddr,
 			Logger: m.Logger.With(slog.String("component", "simulator")),
+			// A new world per start: instance ids must not repeat those of
+			// an earlier run recorded in the log.
+			Seed: rand.Uint64(),
 		})
 		if err != nil {
 			return nil, err
@@ -111,13 +116,27 @@ func (m *Main) settingsDefaults(c *cloud) settings.Values {
 	return d
 }
 
-// seedSimulation creates and imports a few simulated workers when the log
-// has none (CLOUD=simulated, SIMULATOR_SEED_WORKERS > 0), once the roles
-// run: the created ones are then launched by the jobs like any other.
+// seedSimulation creates and imports a few simulated workers
+// (CLOUD=simulated, SIMULATOR_SEED_WORKERS > 0) once the worker read model
+// has caught up, unless a worker of the log lives in this simulator. The
+// simulator starts empty on every start, so the workers of an earlier run
+// are observed as gone by the first reconciliation; without a new seed the
+// first screen would then be empty. The created ones are launched by the
+// jobs like any other.
 func (m *Main) seedSimulation(c *cloud) role {
 	return role{name: "simulation-seed", run: func(ctx context.Context) error {
+		live, err := m.simulatedWorkersLive(ctx, c)
+		if err != nil || live {
+			if err != nil && ctx.Err() == nil {
+				m.Logger.WarnContext(ctx, "seeding the simulated fleet skipped", slog.Any("error", err))
+			}
+			<-ctx.Done()
+			return nil
+		}
 		n := m.Config.Simulator.SeedWorkers
-		ids, err := c.sim.Seed(ctx, m.App, m.Store, simulation.SeedOptions{Created: (n + 1) / 2, Imported: n / 2, Exact: true})
+		ids, err := c.sim.Seed(ctx, m.App, m.Store, simulation.SeedOptions{
+			Created: (n + 1) / 2, Imported: n / 2, Exact: true, Always: true,
+		})
 		switch {
 		case err != nil && ctx.Err() == nil:
 			// A failed seed leaves an emptier demo, never a broken service.
@@ -128,4 +147,39 @@ func (m *Main) seedSimulation(c *cloud) role {
 		<-ctx.Done()
 		return nil
 	}}
+}
+
+// simulatedWorkersLive waits for the worker read model to catch up with the
+// log, then reports whether some worker that is not terminated either has
+// no instance yet (a launch in flight) or has one the simulator knows.
+func (m *Main) simulatedWorkersLive(ctx context.Context, c *cloud) (bool, error) {
+	if err := m.Catalog.WaitReady(ctx); err != nil {
+		return false, err
+	}
+	for m.Projections != nil && !m.Projections.Ready() {
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	views, _, err := m.Workers.ListWorkers(ctx, application.WorkerFilter{Limit: application.MaxPageSize})
+	if err != nil {
+		return false, err
+	}
+	stale := 0
+	for _, v := range views {
+		if v.Status.Terminal() {
+			continue
+		}
+		if _, known := c.sim.Sim.Instance(v.InstanceID); v.InstanceID == "" || known {
+			return true, nil
+		}
+		stale++
+	}
+	if stale > 0 {
+		m.Logger.InfoContext(ctx, "the simulator starts empty: workers of an earlier run will be observed as gone",
+			slog.Int("workers", stale))
+	}
+	return false, nil
 }

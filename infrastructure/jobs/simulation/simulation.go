@@ -196,6 +196,9 @@ type SeedOptions struct {
 	Imported int // default 2 (unless Exact)
 	// Exact takes Created and Imported as they are, zero included.
 	Exact bool
+	// Always seeds even when the log already has workers (the caller has
+	// found that none of them lives in this simulator).
+	Always bool
 	// Region of the seeded workers; default the first region.
 	Region string
 }
@@ -222,12 +225,14 @@ func (c *Cloud) Seed(ctx context.Context, app *application.App, store eventstore
 	if opts.Region == "" {
 		opts.Region = c.regions[0]
 	}
-	existing, _, err := store.ReadAll(ctx, eventstore.Start, 1, eventstore.Filter{StreamPrefixes: []string{worker.StreamPrefix}})
-	if err != nil {
-		return nil, fmt.Errorf("simulation: seed: read the log: %w", err)
-	}
-	if len(existing) > 0 {
-		return nil, nil
+	if !opts.Always {
+		existing, _, err := store.ReadAll(ctx, eventstore.Start, 1, eventstore.Filter{StreamPrefixes: []string{worker.StreamPrefix}})
+		if err != nil {
+			return nil, fmt.Errorf("simulation: seed: read the log: %w", err)
+		}
+		if len(existing) > 0 {
+			return nil, nil
+		}
 	}
 	ctx = rbac.WithPrincipal(ctx, seedPrincipal())
 	var ids []string
