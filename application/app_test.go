@@ -115,7 +115,7 @@ func TestSavedSettingsWinOverEnvironment(t *testing.T) {
 func TestImportRefusesAnInstanceAlreadyManaged(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	in := application.ImportWorker{Region: "us-east-1", InstanceID: "i-0badc0ffee1234567", State: worker.EC2Running,
+	in := application.ImportWorker{Region: "us-east-1", InstanceID: "i-0" + hex16(t), State: worker.EC2Running,
 		Tags: map[string]string{"Name": "from-console"}}
 	res, err := b.app.ImportWorker(adminCtx, in)
 	require.NoError(t, err)
@@ -144,7 +144,8 @@ func TestImportRefusesAnInstanceAlreadyManaged(t *testing.T) {
 func TestCommandThatChangesNothingAppendsNothing(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	res, err := b.app.ImportWorker(adminCtx, application.ImportWorker{Region: "us-east-1", InstanceID: "i-0aaaabbbbccccdddd", State: worker.EC2Running})
+	instance := "i-0" + hex16(t)
+	res, err := b.app.ImportWorker(adminCtx, application.ImportWorker{Region: "us-east-1", InstanceID: instance, State: worker.EC2Running})
 	require.NoError(t, err)
 	before := readStream(t, b, worker.Stream(res.ID))
 
@@ -155,7 +156,7 @@ func TestCommandThatChangesNothingAppendsNothing(t *testing.T) {
 	require.Empty(t, again.Events)
 	require.Equal(t, int64(0), again.Revision)
 
-	obs, err := b.app.ObserveInstance(systemCtx, res.ID, worker.Observation{InstanceID: "i-0aaaabbbbccccdddd", State: worker.EC2Running})
+	obs, err := b.app.ObserveInstance(systemCtx, res.ID, worker.Observation{InstanceID: instance, State: worker.EC2Running})
 	require.NoError(t, err)
 	require.False(t, obs.Changed, "a steady instance produces no event")
 	require.Len(t, readStream(t, b, worker.Stream(res.ID)), len(before))
@@ -188,7 +189,7 @@ func TestIllegalTransitionAndMissingWorker(t *testing.T) {
 func TestRepositoryRetriesWhenAnotherWriterWins(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	res, err := b.app.ImportWorker(adminCtx, application.ImportWorker{Region: "us-east-1", InstanceID: "i-0cafe0000cafe0000", State: worker.EC2Running})
+	res, err := b.app.ImportWorker(adminCtx, application.ImportWorker{Region: "us-east-1", InstanceID: "i-0" + hex16(t), State: worker.EC2Running})
 	require.NoError(t, err)
 
 	repo := application.NewRepository(b.store, application.EventRegistry(), worker.New, worker.Stream, b.clock, application.UUIDv7{}, application.DefaultRetryPolicy)
@@ -220,7 +221,7 @@ func boolString(b bool) string {
 func TestRepositoryGivesUpWithATypedConflict(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	res, err := b.app.ImportWorker(adminCtx, application.ImportWorker{Region: "us-east-1", InstanceID: "i-0deadbeefdeadbeef", State: worker.EC2Running})
+	res, err := b.app.ImportWorker(adminCtx, application.ImportWorker{Region: "us-east-1", InstanceID: "i-0" + hex16(t), State: worker.EC2Running})
 	require.NoError(t, err)
 	policy := application.RetryPolicy{Attempts: 3, BaseDelay: time.Millisecond}
 	repo := application.NewRepository(b.store, application.EventRegistry(), worker.New, worker.Stream, b.clock, application.UUIDv7{}, policy)
@@ -245,7 +246,7 @@ func TestRepositoryGivesUpWithATypedConflict(t *testing.T) {
 func TestConcurrentCommandsOnOneWorkerAllLand(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	res, err := b.app.ImportWorker(adminCtx, application.ImportWorker{Region: "us-east-1", InstanceID: "i-0feed0000feed0000", State: worker.EC2Running})
+	res, err := b.app.ImportWorker(adminCtx, application.ImportWorker{Region: "us-east-1", InstanceID: "i-0" + hex16(t), State: worker.EC2Running})
 	require.NoError(t, err)
 	const n = 8
 	errs := make(chan error, n)
@@ -272,7 +273,7 @@ func TestConcurrentCommandsOnOneWorkerAllLand(t *testing.T) {
 func TestLicenceTokenIsSealedInTheLog(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	res, err := b.app.ImportWorker(adminCtx, application.ImportWorker{Region: "us-east-1", InstanceID: "i-0abcabcabcabcabca", State: worker.EC2Running})
+	res, err := b.app.ImportWorker(adminCtx, application.ImportWorker{Region: "us-east-1", InstanceID: "i-0" + hex16(t), State: worker.EC2Running})
 	require.NoError(t, err)
 	const token = "ODNkMzQ3YzYtZTg2Zi00ZDJmLWJhZTAtNDQ3MzQ1MTk2NGYy"
 	reg, err := b.app.RequestLicenseRegistration(adminCtx, res.ID, token, false)
@@ -301,7 +302,7 @@ func TestLicenceTokenIsSealedInTheLog(t *testing.T) {
 func TestTasksFollowTheSeedRules(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	dept := "dept-" + strings.ReplaceAll(t.Name(), "/", "-")
+	dept := "dept-" + strings.ReplaceAll(t.Name(), "/", "-") + "-" + hex16(t)[:8]
 	manager := as("mgr-"+dept, dept, rbac.RoleManager)
 	alice := as("alice-"+dept, dept, rbac.RoleUser)
 	bob := as("bob-"+dept, dept, rbac.RoleUser)
@@ -358,7 +359,7 @@ func TestTasksFollowTheSeedRules(t *testing.T) {
 func TestIdleStatusExplainsTheDecision(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	res, err := b.app.ImportWorker(adminCtx, application.ImportWorker{Region: "us-east-1", InstanceID: "i-0123123123123123a", State: worker.EC2Running})
+	res, err := b.app.ImportWorker(adminCtx, application.ImportWorker{Region: "us-east-1", InstanceID: "i-0" + hex16(t), State: worker.EC2Running})
 	require.NoError(t, err)
 	waitProjected(t, b, "worker_view", res.Position)
 	st, err := b.app.IdleStatus(adminCtx, res.ID)
@@ -389,7 +390,8 @@ func TestConcurrentImportsOfOneInstanceCreateOneWorker(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	const racers = 8
-	in := application.ImportWorker{Region: "us-west-2", InstanceID: "i-0feedfacefeedface", State: worker.EC2Running}
+	instance := "i-0" + hex16(t)
+	in := application.ImportWorker{Region: "us-west-2", InstanceID: instance, State: worker.EC2Running}
 	var (
 		wg      sync.WaitGroup
 		results = make([]application.Result, racers)
@@ -416,7 +418,7 @@ func TestConcurrentImportsOfOneInstanceCreateOneWorker(t *testing.T) {
 	}
 	// The losers appended nothing to any worker stream: the claim stream
 	// names the winner alone.
-	recs := readStream(t, b, worker.InstanceClaimStream("us-west-2", "i-0feedfacefeedface"))
+	recs := readStream(t, b, worker.InstanceClaimStream("us-west-2", instance))
 	require.Len(t, recs, 1)
 	require.Equal(t, "worker.instance_claimed.v1", recs[0].Type)
 }
@@ -426,14 +428,14 @@ func TestConcurrentImportsOfOneInstanceCreateOneWorker(t *testing.T) {
 func TestAnOrphanClaimExpires(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	const instance = "i-0dead0000dead0000"
-	orphan := "01930f6e-7d2a-7c3b-9e4f-5a6b7c8d9e0f"
+	instance := "i-0" + hex16(t)
+	orphan := application.UUIDv7{}.NewID()
 	data, err := json.Marshal(worker.InstanceClaimed{Region: "us-east-1", InstanceID: instance, WorkerID: orphan})
 	require.NoError(t, err)
 	md, err := json.Marshal(map[string]any{"occurred_at": b.clock.Now()})
 	require.NoError(t, err)
 	_, err = b.store.Append(context.Background(), worker.InstanceClaimStream("us-east-1", instance), eventstore.NoStream,
-		eventstore.EventData{ID: "01930f6e-0000-7c3b-9e4f-5a6b7c8d9e0f", Type: "worker.instance_claimed.v1", Data: data, Metadata: md})
+		eventstore.EventData{ID: application.UUIDv7{}.NewID(), Type: "worker.instance_claimed.v1", Data: data, Metadata: md})
 	require.NoError(t, err)
 
 	in := application.ImportWorker{Region: "us-east-1", InstanceID: instance, State: worker.EC2Stopped}
@@ -456,7 +458,7 @@ func TestImportRefusesAnInstanceTaggedWithALiveWorker(t *testing.T) {
 	b := setup(t)
 	launching, err := b.app.CreateWorker(adminCtx, application.CreateWorker{Name: "launching", Region: "us-east-1"})
 	require.NoError(t, err)
-	in := application.ImportWorker{Region: "us-east-1", InstanceID: "i-0abcabcabcabcabc0", State: worker.EC2Pending,
+	in := application.ImportWorker{Region: "us-east-1", InstanceID: "i-0" + hex16(t), State: worker.EC2Pending,
 		Tags: map[string]string{worker.TagManagedBy: worker.TagManagedByValue, worker.TagWorkerID: launching.ID}}
 	_, err = b.app.ImportWorker(adminCtx, in)
 	var am *application.AlreadyManagedError
@@ -464,7 +466,7 @@ func TestImportRefusesAnInstanceTaggedWithALiveWorker(t *testing.T) {
 	require.Equal(t, launching.ID, am.WorkerID)
 
 	// A tag naming a worker that is gone does not hold the instance.
-	gone, err := b.app.ImportWorker(adminCtx, application.ImportWorker{Region: "us-east-1", InstanceID: "i-0abcabcabcabcabc1", State: worker.EC2Running})
+	gone, err := b.app.ImportWorker(adminCtx, application.ImportWorker{Region: "us-east-1", InstanceID: "i-0" + hex16(t), State: worker.EC2Running})
 	require.NoError(t, err)
 	_, err = b.app.RemoveWorker(adminCtx, gone.ID)
 	require.NoError(t, err)

@@ -2,6 +2,8 @@ package application_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -163,7 +165,9 @@ func TestWorkerStateAtFoldsUpToTheInstant(t *testing.T) {
 
 func hex16(t *testing.T) string {
 	t.Helper()
-	return fmt.Sprintf("%016x", time.Now().UnixNano())
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // appendTags appends n tags_changed events to a worker's stream in one

@@ -45,7 +45,7 @@ func loadState(t *testing.T, b *bundle, id string) *worker.Worker {
 func TestCommandsDecideOnACurrentSnapshotWithoutReading(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	res, err := b.app.ImportWorker(adminCtx, application.ImportWorker{Region: "us-east-1", InstanceID: "i-0cccccccccccc0001", State: worker.EC2Running})
+	res, err := b.app.ImportWorker(adminCtx, application.ImportWorker{Region: "us-east-1", InstanceID: "i-0" + hex16(t), State: worker.EC2Running})
 	require.NoError(t, err)
 	current := loadState(t, b, res.ID)
 	app, store := withSnapshots(b, func(string) (*worker.Worker, bool) { return worker.FromState(current.State(), current.Version()), true })
@@ -59,13 +59,14 @@ func TestCommandsDecideOnACurrentSnapshotWithoutReading(t *testing.T) {
 func TestStaleSnapshotsNeverDropOrRefuseACommand(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	res, err := b.app.ImportWorker(adminCtx, application.ImportWorker{Region: "us-east-1", InstanceID: "i-0cccccccccccc0002", State: worker.EC2Running})
+	instance := "i-0" + hex16(t)
+	res, err := b.app.ImportWorker(adminCtx, application.ImportWorker{Region: "us-east-1", InstanceID: instance, State: worker.EC2Running})
 	require.NoError(t, err)
 	running := loadState(t, b, res.ID)
 	// The worker moves on: stopped, then observed stopped.
 	_, err = b.app.StopWorker(adminCtx, res.ID)
 	require.NoError(t, err)
-	_, err = b.app.ObserveInstance(systemCtx, res.ID, worker.Observation{InstanceID: "i-0cccccccccccc0002", State: worker.EC2Stopped})
+	_, err = b.app.ObserveInstance(systemCtx, res.ID, worker.Observation{InstanceID: instance, State: worker.EC2Stopped})
 	require.NoError(t, err)
 
 	stale := func(string) (*worker.Worker, bool) { return worker.FromState(running.State(), running.Version()), true }

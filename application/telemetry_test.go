@@ -37,7 +37,7 @@ func TestRecordMetricsAppendsSamplesToTheTelemetryStream(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	tel := telemetryOf(b)
-	id := importedWorker(t, b, "i-0a1b2c3d4e5f60701")
+	id := importedWorker(t, b, "i-0"+hex16(t))
 	nodes := 3
 	ctx := application.WithCorrelationID(systemCtx, "job-7")
 	var last application.Result
@@ -90,7 +90,7 @@ func TestWorkerMetricsQueryDefaultsAndBounds(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	tel := telemetryOf(b)
-	id := importedWorker(t, b, "i-0a1b2c3d4e5f60702")
+	id := importedWorker(t, b, "i-0"+hex16(t))
 	now := b.clock.Now()
 	s, err := tel.WorkerMetrics(adminCtx, id, application.MetricsQuery{})
 	require.NoError(t, err)
@@ -120,7 +120,7 @@ func TestObserveLabsRecordsOnlyChanges(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	tel := telemetryOf(b)
-	id := importedWorker(t, b, "i-0a1b2c3d4e5f60703")
+	id := importedWorker(t, b, "i-0"+hex16(t))
 
 	labs, err := tel.WorkerLabs(adminCtx, id)
 	require.NoError(t, err)
@@ -172,7 +172,7 @@ func TestObserveLabsRecordsOnlyChanges(t *testing.T) {
 func TestWorkerStateLoadsTheAggregate(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	id := importedWorker(t, b, "i-0a1b2c3d4e5f60704")
+	id := importedWorker(t, b, "i-0"+hex16(t))
 	_, err := b.app.StopWorker(adminCtx, id)
 	require.NoError(t, err)
 	// The aggregate knows at once, whatever the read model says.
