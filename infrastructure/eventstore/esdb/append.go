@@ -2,22 +2,16 @@ package esdb
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
-	"strings"
-	"unicode/utf8"
 
 	"github.com/EventStore/EventStore-Client-Go/v4/esdb"
 	"github.com/google/uuid"
 
 	"github.com/cmlcloud/cml-cloud-manager/application/eventstore"
 )
-
-// emptyMetadata replaces nil or empty metadata: metadata is always JSON.
-var emptyMetadata = []byte("{}")
 
 // Append writes events to the end of stream if it matches expected. The
 // events are sent with their caller-supplied ids and the JSON content type;
@@ -69,40 +63,20 @@ func (s *Store) positionOf(ctx context.Context, stream string, rev uint64) (even
 	return evs[0].Position, nil
 }
 
-// buildEvents validates an append and converts its events. Every error wraps
-// eventstore.ErrInvalidAppend.
+// buildEvents validates an append (eventstore.CheckAppend) and converts its
+// events. Every error wraps eventstore.ErrInvalidAppend.
 func buildEvents(stream string, events []eventstore.EventData) ([]esdb.EventData, error) {
-	if problem := nameProblem(stream); problem != "" {
-		return nil, invalid("stream name %q %s", stream, problem)
-	}
-	if len(events) == 0 {
-		return nil, invalid("append to %s: no events", stream)
+	if err := eventstore.CheckAppend(stream, events); err != nil {
+		return nil, err
 	}
 	out := make([]esdb.EventData, len(events))
-	seen := make(map[uuid.UUID]int, len(events))
 	for i, e := range events {
-		id, ok := parseID(e.ID)
-		if !ok {
-			return nil, invalid("append to %s: event %d: id %q is not a UUID", stream, i, e.ID)
-		}
-		if j, dup := seen[id]; dup {
-			return nil, invalid("append to %s: event %d: id %s repeats event %d", stream, i, e.ID, j)
-		}
-		seen[id] = i
-		if problem := nameProblem(e.Type); problem != "" {
-			return nil, invalid("append to %s: event %d: type %q %s", stream, i, e.Type, problem)
-		}
-		if !validJSON(e.Data) {
-			return nil, invalid("append to %s: event %d (%s): data is not valid JSON", stream, i, e.Type)
-		}
 		meta := e.Metadata
 		if len(meta) == 0 {
-			meta = emptyMetadata
-		} else if !validJSON(meta) {
-			return nil, invalid("append to %s: event %d (%s): metadata is not valid JSON", stream, i, e.Type)
+			meta = eventstore.EmptyMetadata
 		}
 		out[i] = esdb.EventData{
-			EventID:     id,
+			EventID:     uuid.MustParse(e.ID), // canonical: checked above
 			EventType:   e.Type,
 			ContentType: esdb.ContentTypeJson, // the zero value is binary
 			Data:        e.Data,
@@ -110,38 +84,6 @@ func buildEvents(stream string, events []eventstore.EventData) ([]esdb.EventData
 		}
 	}
 	return out, nil
-}
-
-// nameProblem tells what makes s unusable as a stream name or event type, or
-// returns "". Names starting with "$" belong to the server.
-func nameProblem(s string) string {
-	switch {
-	case s == "":
-		return "is empty"
-	case !utf8.ValidString(s):
-		return "is not valid UTF-8"
-	case strings.HasPrefix(s, "$"):
-		return "starts with $, which is reserved for the server"
-	}
-	return ""
-}
-
-// parseID reads a UUID in canonical text form (8-4-4-4-12 hexadecimal
-// digits, either case).
-func parseID(s string) (uuid.UUID, bool) {
-	if len(s) != 36 {
-		return uuid.UUID{}, false
-	}
-	id, err := uuid.Parse(s)
-	return id, err == nil
-}
-
-func validJSON(b []byte) bool {
-	return len(b) > 0 && utf8.Valid(b) && json.Valid(b)
-}
-
-func invalid(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", eventstore.ErrInvalidAppend, fmt.Sprintf(format, args...))
 }
 
 // expectedRevision converts the port's expectation.

@@ -43,7 +43,7 @@ func (s *Store) readError(caller context.Context, what string, err error) error 
 // (inclusive). A missing stream is an empty result. System streams cannot be
 // read, and events of system types in a stream are left out.
 func (s *Store) ReadStream(ctx context.Context, stream string, from uint64, max int) ([]eventstore.RecordedEvent, error) {
-	if problem := nameProblem(stream); problem != "" {
+	if problem := eventstore.NameProblem(stream); problem != "" {
 		return nil, fmt.Errorf("esdb: read stream: name %q %s", stream, problem)
 	}
 	if max <= 0 {

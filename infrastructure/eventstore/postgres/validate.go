@@ -1,17 +1,10 @@
 package postgres
 
 import (
-	"encoding/json"
-	"fmt"
 	"math"
-	"strings"
-	"unicode/utf8"
 
 	"github.com/cmlcloud/cml-cloud-manager/application/eventstore"
 )
-
-// emptyMetadata replaces nil or empty metadata.
-var emptyMetadata = []byte("{}")
 
 // Expected kinds as eventstore_append's p_expected_kind understands them.
 const (
@@ -36,14 +29,11 @@ func (a *appendArgs) values() []any {
 	return []any{a.stream, a.kind, a.revision, a.ids, a.types, a.data, a.metadata}
 }
 
-// buildAppend validates an append and converts it to the function's
-// parameters. Every error wraps eventstore.ErrInvalidAppend.
+// buildAppend validates an append (eventstore.CheckAppend) and converts it
+// to the function's parameters. Every error wraps eventstore.ErrInvalidAppend.
 func buildAppend(stream string, expected eventstore.Expected, events []eventstore.EventData) (*appendArgs, error) {
-	if problem := textProblem(stream); problem != "" {
-		return nil, invalid("stream name %q %s", stream, problem)
-	}
-	if len(events) == 0 {
-		return nil, invalid("append to %s: no events", stream)
+	if err := eventstore.CheckAppend(stream, events); err != nil {
+		return nil, err
 	}
 	a := &appendArgs{
 		stream:   stream,
@@ -68,59 +58,16 @@ func buildAppend(stream string, expected eventstore.Expected, events []eventstor
 	default:
 		a.kind = expectAny
 	}
-	seen := make(map[[16]byte]int, len(events))
 	for i, e := range events {
-		id, ok := parseUUID(e.ID)
-		if !ok {
-			return nil, invalid("append to %s: event %d: id %q is not a UUID", stream, i, e.ID)
-		}
-		if j, dup := seen[id]; dup {
-			return nil, invalid("append to %s: event %d: id %s repeats event %d", stream, i, e.ID, j)
-		}
-		seen[id] = i
-		if problem := textProblem(e.Type); problem != "" {
-			return nil, invalid("append to %s: event %d: type %q %s", stream, i, e.Type, problem)
-		}
-		if !validJSON(e.Data) {
-			return nil, invalid("append to %s: event %d (%s): data is not valid JSON", stream, i, e.Type)
-		}
-		meta := e.Metadata
-		if len(meta) == 0 {
-			meta = emptyMetadata
-		} else if !validJSON(meta) {
-			return nil, invalid("append to %s: event %d (%s): metadata is not valid JSON", stream, i, e.Type)
-		}
-		a.ids[i] = id
+		a.ids[i], _ = parseUUID(e.ID) // canonical: checked above
 		a.types[i] = e.Type
 		a.data[i] = e.Data
-		a.metadata[i] = meta
+		a.metadata[i] = e.Metadata
+		if len(e.Metadata) == 0 {
+			a.metadata[i] = eventstore.EmptyMetadata
+		}
 	}
 	return a, nil
-}
-
-// textProblem tells what makes s unusable as a stream name or event type: it
-// is empty, or a Postgres text column cannot hold it (invalid UTF-8, NUL).
-// It returns "" when s is fine.
-func textProblem(s string) string {
-	switch {
-	case s == "":
-		return "is empty"
-	case !utf8.ValidString(s):
-		return "is not valid UTF-8"
-	case strings.IndexByte(s, 0) >= 0:
-		return "contains a NUL character"
-	}
-	return ""
-}
-
-// validJSON accepts one JSON document in valid UTF-8 (jsonb rejects invalid
-// UTF-8; it also rejects \u0000, which the append maps from SQLSTATE class 22).
-func validJSON(b []byte) bool {
-	return len(b) > 0 && utf8.Valid(b) && json.Valid(b)
-}
-
-func invalid(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", eventstore.ErrInvalidAppend, fmt.Sprintf(format, args...))
 }
 
 // parseUUID reads a UUID in canonical text form (8-4-4-4-12 hexadecimal
