@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/EventStore/EventStore-Client-Go/v4/esdb"
@@ -33,20 +32,6 @@ const (
 // arrive within the read timeout.
 var errNoConfirmation = errors.New("no subscription confirmation within the read timeout")
 
-type subscription struct {
-	ch  chan eventstore.Message
-	mu  sync.Mutex
-	err error
-}
-
-func (s *subscription) Messages() <-chan eventstore.Message { return s.ch }
-
-func (s *subscription) Err() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.err
-}
-
 // Subscribe delivers the events of $all after from (exclusive) that match
 // filter, first the stored ones and then live ones, with checkpoint-only
 // messages for the server's checkpoints (events its filter skipped). The
@@ -62,22 +47,10 @@ func (s *Store) Subscribe(ctx context.Context, from eventstore.Position, filter 
 	if s.closed {
 		return nil, ErrClosed
 	}
-	sub := &subscription{ch: make(chan eventstore.Message, subscriptionBuffer)}
-	subCtx, cancel := context.WithCancelCause(ctx)
-	stop := context.AfterFunc(s.ctx, func() { cancel(ErrClosed) })
 	f := newSubscriptionFilter(filter)
 	s.subs.Add(1)
-	go func() {
-		defer s.subs.Done()
-		defer stop()
-		s.runSubscription(subCtx, sub, from, f)
-		cancel(nil)
-		sub.mu.Lock()
-		sub.err = context.Cause(subCtx)
-		sub.mu.Unlock()
-		close(sub.ch)
-	}()
-	return sub, nil
+	return eventstore.StartSubscription(ctx, s.ctx, ErrClosed, subscriptionBuffer, s.subs.Done,
+		func(ctx context.Context, out chan<- eventstore.Message) { s.runSubscription(ctx, out, from, f) }), nil
 }
 
 // subscriptionFilter is the port's filter split between the server and the
@@ -110,8 +83,8 @@ func (f subscriptionFilter) pass(stream, eventType string) bool {
 
 // runSubscription subscribes, and resubscribes after each drop, until ctx
 // ends.
-func (s *Store) runSubscription(ctx context.Context, sub *subscription, from eventstore.Position, f subscriptionFilter) {
-	r := &subscriptionRun{store: s, ctx: ctx, out: sub.ch, filter: f, last: from}
+func (s *Store) runSubscription(ctx context.Context, out chan<- eventstore.Message, from eventstore.Position, f subscriptionFilter) {
+	r := &subscriptionRun{store: s, ctx: ctx, out: out, filter: f, last: from}
 	pause := resubscribeMin
 	for {
 		began := time.Now()
@@ -236,14 +209,12 @@ func (r *subscriptionRun) flushSkipped() bool {
 
 // send delivers m unless ctx ends first.
 func (r *subscriptionRun) send(m eventstore.Message) bool {
-	select {
-	case r.out <- m:
-		r.reported = m.Checkpoint
-		r.skipped = 0
-		return true
-	case <-r.ctx.Done():
+	if !eventstore.Send(r.ctx, r.out, m) {
 		return false
 	}
+	r.reported = m.Checkpoint
+	r.skipped = 0
+	return true
 }
 
 func maxPosition(a, b eventstore.Position) eventstore.Position {

@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/cmlcloud/cml-cloud-manager/application/eventstore"
@@ -14,20 +13,6 @@ const subscriptionBatch = 512
 
 // subscriptionBuffer is the capacity of a subscription's channel.
 const subscriptionBuffer = 256
-
-type subscription struct {
-	ch  chan eventstore.Message
-	mu  sync.Mutex
-	err error
-}
-
-func (s *subscription) Messages() <-chan eventstore.Message { return s.ch }
-
-func (s *subscription) Err() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.err
-}
 
 // Subscribe delivers the settled events after from that match filter, first
 // the stored ones and then live ones, and checkpoint-only messages when the
@@ -40,24 +25,13 @@ func (s *Store) Subscribe(ctx context.Context, from eventstore.Position, filter 
 	if s.closed {
 		return nil, ErrClosed
 	}
-	sub := &subscription{ch: make(chan eventstore.Message, subscriptionBuffer)}
-	subCtx, cancel := context.WithCancelCause(ctx)
-	stop := context.AfterFunc(s.ctx, func() { cancel(ErrClosed) })
+	f := compileFilter(filter)
 	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer stop()
-		s.runSubscription(subCtx, sub, from, compileFilter(filter))
-		cancel(nil)
-		sub.mu.Lock()
-		sub.err = context.Cause(subCtx)
-		sub.mu.Unlock()
-		close(sub.ch)
-	}()
-	return sub, nil
+	return eventstore.StartSubscription(ctx, s.ctx, ErrClosed, subscriptionBuffer, s.wg.Done,
+		func(ctx context.Context, out chan<- eventstore.Message) { s.runSubscription(ctx, out, from, f) }), nil
 }
 
-func (s *Store) runSubscription(ctx context.Context, sub *subscription, from eventstore.Position, f compiledFilter) {
+func (s *Store) runSubscription(ctx context.Context, out chan<- eventstore.Message, from eventstore.Position, f compiledFilter) {
 	pos := min(from.Commit, 1<<63-1)
 	var backoff time.Duration
 	for {
@@ -81,14 +55,14 @@ func (s *Store) runSubscription(ctx context.Context, sub *subscription, from eve
 		}
 		for i := range res.events {
 			e := &res.events[i]
-			if !send(ctx, sub.ch, eventstore.Message{Event: e, Checkpoint: e.Position}) {
+			if !eventstore.Send(ctx, out, eventstore.Message{Event: e, Checkpoint: e.Position}) {
 				return
 			}
 			pos = e.Position.Commit
 		}
 		if res.checkpoint > pos {
 			cp := eventstore.Position{Commit: res.checkpoint, Prepare: res.checkpoint}
-			if !send(ctx, sub.ch, eventstore.Message{Checkpoint: cp}) {
+			if !eventstore.Send(ctx, out, eventstore.Message{Checkpoint: cp}) {
 				return
 			}
 			pos = res.checkpoint
@@ -106,14 +80,5 @@ func (s *Store) runSubscription(ctx context.Context, sub *subscription, from eve
 		if ctx.Err() != nil {
 			return
 		}
-	}
-}
-
-func send(ctx context.Context, ch chan<- eventstore.Message, m eventstore.Message) bool {
-	select {
-	case ch <- m:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }
