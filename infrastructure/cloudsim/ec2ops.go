@@ -297,6 +297,15 @@ func decodePageToken(tok string) (int64, *APIError) {
 	return n, nil
 }
 
+// namedInstances is selectInstances for the actions that need at least one
+// instance id (start, stop, terminate, monitor).
+func (w *world) namedInstances(r *regionState, ids []string) ([]*instance, *APIError) {
+	if len(ids) == 0 {
+		return nil, apiErrorf(http.StatusBadRequest, "MissingParameter", "The request must contain the parameter InstanceId")
+	}
+	return w.selectInstances(r, ids)
+}
+
 // selectInstances resolves explicit ids (all must exist in the region) or
 // every instance of the region, in launch order. Call with mu held.
 func (w *world) selectInstances(r *regionState, ids []string) ([]*instance, *APIError) {
@@ -426,10 +435,7 @@ func (w *world) changeStates(regionName string, ids []string, op string) ([]stat
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	now := w.advance()
-	if len(ids) == 0 {
-		return nil, apiErrorf(http.StatusBadRequest, "MissingParameter", "The request must contain the parameter InstanceId")
-	}
-	ins, err := w.selectInstances(w.region(regionName), ids)
+	ins, err := w.namedInstances(w.region(regionName), ids)
 	if err != nil {
 		return nil, err
 	}
@@ -573,10 +579,7 @@ func (w *world) setMonitoring(regionName string, ids []string, enable bool) ([]m
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	now := w.advance()
-	if len(ids) == 0 {
-		return nil, apiErrorf(http.StatusBadRequest, "MissingParameter", "The request must contain the parameter InstanceId")
-	}
-	ins, err := w.selectInstances(w.region(regionName), ids)
+	ins, err := w.namedInstances(w.region(regionName), ids)
 	if err != nil {
 		return nil, err
 	}
