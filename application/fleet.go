@@ -154,10 +154,10 @@ func (r ImportRequest) validate(a *App) error {
 		p.Add("instance_id", "give only one of instance_id, ami_id or ami_name_pattern")
 	}
 	if r.InstanceID != "" && !worker.ValidInstanceID(r.InstanceID) {
-		p.Add("instance_id", "%q is not an EC2 instance id", truncateValue(r.InstanceID))
+		p.Add("instance_id", "%q is not an EC2 instance id", truncate(r.InstanceID, 64))
 	}
 	if r.AMIID != "" && !worker.ValidAMIID(r.AMIID) {
-		p.Add("ami_id", "%q is not an AMI id", truncateValue(r.AMIID))
+		p.Add("ami_id", "%q is not an AMI id", truncate(r.AMIID, 64))
 	}
 	if r.AMINamePattern != "" {
 		if _, err := path.Match(r.AMINamePattern, ""); err != nil || len(r.AMINamePattern) > maxImportPattern ||
@@ -172,13 +172,6 @@ func (r ImportRequest) validate(a *App) error {
 		p.Add("name", "names a single import; leave it out with \"all\": true")
 	}
 	return p.Err()
-}
-
-func truncateValue(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
 }
 
 // Import looks instances up in EC2 and makes each unmanaged live one a
@@ -347,7 +340,7 @@ func (f *Fleet) DownloadLab(ctx context.Context, id, labID string) (string, erro
 	}
 	if !worker.ValidLabID(labID) {
 		var p domain.Problems
-		p.Add("lab", "%q is not a CML lab id", truncateValue(labID))
+		p.Add("lab", "%q is not a CML lab id", truncate(labID, 64))
 		return "", p.Err()
 	}
 	v, err := f.app.opts.Workers.GetWorker(ctx, id)
