@@ -2,7 +2,6 @@ package application
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -99,13 +98,9 @@ func (a *App) lastClaim(ctx context.Context, stream string) (workerID string, at
 func (a *App) encodeOne(ctx context.Context, p rbac.Principal, command string, e domain.Event) (eventstore.EventData, error) {
 	meta := a.metadata(ctx, p, command)
 	meta.OccurredAt = a.opts.Clock.Now().UTC()
-	md, err := json.Marshal(meta)
-	if err != nil {
-		return eventstore.EventData{}, fmt.Errorf("encode metadata: %w", err)
-	}
-	typ, raw, err := a.opts.Registry.Encode(e)
+	data, _, err := encodeEvents(a.opts.Registry, a.opts.IDs, meta, []domain.Event{e})
 	if err != nil {
 		return eventstore.EventData{}, err
 	}
-	return eventstore.EventData{ID: a.opts.IDs.NewID(), Type: typ, Data: raw, Metadata: md}, nil
+	return data[0], nil
 }

@@ -216,6 +216,12 @@ func (r *Repository[A]) Update(ctx context.Context, id string, meta Metadata, de
 }
 
 func (r *Repository[A]) encode(events []domain.Event, meta Metadata) ([]eventstore.EventData, []string, error) {
+	return encodeEvents(r.registry, r.ids, meta, events)
+}
+
+// encodeEvents encodes events with one metadata document and a new id each,
+// and returns them with their ids.
+func encodeEvents(registry *domain.Registry, gen IDGenerator, meta Metadata, events []domain.Event) ([]eventstore.EventData, []string, error) {
 	md, err := json.Marshal(meta)
 	if err != nil {
 		return nil, nil, fmt.Errorf("encode metadata: %w", err)
@@ -223,11 +229,11 @@ func (r *Repository[A]) encode(events []domain.Event, meta Metadata) ([]eventsto
 	out := make([]eventstore.EventData, len(events))
 	ids := make([]string, len(events))
 	for i, e := range events {
-		typ, data, err := r.registry.Encode(e)
+		typ, data, err := registry.Encode(e)
 		if err != nil {
 			return nil, nil, err
 		}
-		ids[i] = r.ids.NewID()
+		ids[i] = gen.NewID()
 		out[i] = eventstore.EventData{ID: ids[i], Type: typ, Data: data, Metadata: md}
 	}
 	return out, ids, nil

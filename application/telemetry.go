@@ -2,7 +2,6 @@ package application
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -164,20 +163,13 @@ func (t *Telemetry) authorizeRecord(ctx context.Context, id string) (rbac.Princi
 func (t *Telemetry) append(ctx context.Context, p rbac.Principal, command, id string, events []domain.Event) (Result, error) {
 	meta := t.app.metadata(ctx, p, command)
 	meta.OccurredAt = t.app.opts.Clock.Now().UTC()
-	md, err := json.Marshal(meta)
+	data, ids, err := encodeEvents(t.app.opts.Registry, t.app.opts.IDs, meta, events)
 	if err != nil {
-		return Result{}, fmt.Errorf("encode metadata: %w", err)
+		return Result{}, err
 	}
-	data := make([]eventstore.EventData, len(events))
-	ids := make([]string, len(events))
-	types := make([]string, len(events))
-	for i, e := range events {
-		typ, raw, err := t.app.opts.Registry.Encode(e)
-		if err != nil {
-			return Result{}, err
-		}
-		ids[i], types[i] = t.app.opts.IDs.NewID(), typ
-		data[i] = eventstore.EventData{ID: ids[i], Type: typ, Data: raw, Metadata: md}
+	types := make([]string, len(data))
+	for i, d := range data {
+		types[i] = d.Type
 	}
 	stream := worker.TelemetryStream(id)
 	res, err := t.app.opts.Store.Append(ctx, stream, eventstore.Any, data...)
